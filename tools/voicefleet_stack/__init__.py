@@ -1,0 +1,1 @@
+"""The voicefleet local stack: real servers on 127.0.0.1, started and stopped by `voicefleet`."""

@@ -1,0 +1,52 @@
+"""The `voicefleet` command: run the local stack (`up`, `up --detach`, `down`, `status`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="voicefleet",
+        description="Run voicefleet's local stack: a real Kubernetes control plane (etcd, "
+        "kube-apiserver, controller-manager, scheduler, kwok nodes), a LiveKit server, "
+        "PostgreSQL and a Letta server with a deterministic scripted model, all on 127.0.0.1.",
+        epilog="Files live under $VOICEFLEET_HOME (default ~/.cache/voicefleet); the running "
+        "stack under $VOICEFLEET_STACK_DIR (default $VOICEFLEET_HOME/stack).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start every part; foreground until Ctrl-C unless --detach")
+    p_up.add_argument("--detach", action="store_true",
+                      help="return once all parts are healthy and the env file is written")
+    p_up.add_argument("--without-letta", action="store_true",
+                      help="skip the model, PostgreSQL and Letta (Kubernetes and LiveKit only; faster)")
+    sub.add_parser("down", help="stop every process the stack started")
+    sub.add_parser("status", help="list the stack's processes and whether they run")
+    sub.add_parser("env", help="print the path of the env file of the running stack")
+    p_restart = sub.add_parser("restart", help="restart one part of the running stack (e.g. letta)")
+    p_restart.add_argument("part")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return stack.up(detach=args.detach, with_letta=not args.without_letta)
+    if args.command == "down":
+        return stack.down()
+    if args.command == "status":
+        return stack.status()
+    if args.command == "restart":
+        return stack.restart(args.part)
+    if args.command == "env":
+        path = stack.env_file()
+        if not path.exists():
+            print("no running stack (no env file)", file=sys.stderr)
+            return 3
+        print(path)
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

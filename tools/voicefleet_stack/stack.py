@@ -1,0 +1,382 @@
+"""`voicefleet up/down/status`: the whole local stack, started in dependency order.
+
+Three chains start side by side (Kubernetes; LiveKit; model → PostgreSQL → Letta), each
+part waiting for its health check. When every part is healthy the env file of SPEC.md is
+written to `<stack>/env`. If any part fails, its log tail is printed, everything started
+is stopped, and `up` exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import kube, livekit
+from .parts import Part, StackContext
+from .supervisor import PartFailed, Supervisor, _alive, recorded_pids, say, stop_pids, stop_recorded
+
+NAMESPACE = "voicefleet"
+OPERATOR_NAMESPACE = "voicefleet-system"
+OPERATOR_SERVICE_ACCOUNT = "voicefleet-operator"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The keys of the env file, in the order SPEC.md lists them.
+ENV_KEYS = (
+    "KUBECONFIG", "NAMESPACE", "OPERATOR_NAMESPACE",
+    "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
+    "LETTA_BASE_URL", "GATEWAY_URL", "GATEWAY_TOKEN", "WEBHOOK_URL",
+    "VOICEFLEET_BIN", "PYTHON",
+)
+
+
+def voicefleet_home() -> Path:
+    return Path(os.environ.get("VOICEFLEET_HOME", Path.home() / ".cache" / "voicefleet"))
+
+
+def stack_dir() -> Path:
+    return Path(os.environ.get("VOICEFLEET_STACK_DIR", voicefleet_home() / "stack"))
+
+
+def env_file(directory: Path | None = None) -> Path:
+    return (directory or stack_dir()) / "env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = shlex.split(value)[0] if value.strip() else ""
+    return values
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on loopback (held open together so none repeats)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_udp_range(size: int = 100) -> int:
+    """Start of a range of `size` UDP ports on loopback that are free right now."""
+    for _ in range(50):
+        start = 20000 + secrets.randbelow(400) * 100
+        socks = []
+        try:
+            for p in range(start, start + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free range of 100 UDP ports on 127.0.0.1")
+
+
+PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok",
+              "livekit", "livekit_rtc_tcp", "webhook", "model", "postgres", "letta", "gateway",
+              "operator_health", "operator_metrics")
+
+
+def new_context(directory: Path) -> StackContext:
+    home = voicefleet_home()
+    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+    ports["livekit_udp_start"] = free_udp_range()
+    values = {
+        "LIVEKIT_API_KEY": "vf" + secrets.token_hex(6),
+        "LIVEKIT_API_SECRET": secrets.token_urlsafe(36),
+        "GATEWAY_TOKEN": "vfdev-" + secrets.token_urlsafe(24),
+        "WEBHOOK_URL": f"http://127.0.0.1:{ports['webhook']}/livekit/webhook",
+    }
+    return StackContext(home=home, stack_dir=directory, bin_dir=home / "bin" / "current",
+                        ports=ports, values=values)
+
+
+def _project_python() -> str:
+    return sys.executable
+
+
+def webhook_part(ctx: StackContext) -> Part:
+    """STOPGAP until the operator's receiver (issue 4) owns WEBHOOK_URL."""
+    port = ctx.ports["webhook"]
+    out = ctx.stack_dir / "webhooks.jsonl"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(ctx.data("webhook")),
+        "LIVEKIT_API_KEY": ctx.values["LIVEKIT_API_KEY"],
+        "LIVEKIT_API_SECRET": ctx.values["LIVEKIT_API_SECRET"],
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def healthy() -> bool:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200
+
+    return Part(
+        name="webhook-receiver",
+        argv=[_project_python(), "-m", "voicefleet_stack.webhook_sink", f"--port={port}", f"--out={out}"],
+        env=env, cwd=ctx.data("webhook"), health=healthy, timeout=30,
+        description="stopgap receiver (records verified events) until the operator's",
+    )
+
+
+def write_env(ctx: StackContext, cp: kube.ControlPlane) -> Path:
+    values = {
+        "KUBECONFIG": str(cp.admin_kubeconfig),
+        "NAMESPACE": NAMESPACE,
+        "OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+        "LIVEKIT_URL": f"ws://127.0.0.1:{ctx.ports['livekit']}",
+        "LIVEKIT_API_KEY": ctx.values["LIVEKIT_API_KEY"],
+        "LIVEKIT_API_SECRET": ctx.values["LIVEKIT_API_SECRET"],
+        "LETTA_BASE_URL": f"http://127.0.0.1:{ctx.ports['letta']}",
+        "GATEWAY_URL": f"http://127.0.0.1:{ctx.ports['gateway']}",
+        "GATEWAY_TOKEN": ctx.values["GATEWAY_TOKEN"],
+        "WEBHOOK_URL": ctx.values["WEBHOOK_URL"],
+        "VOICEFLEET_BIN": str(ctx.bin_dir),
+        "PYTHON": _project_python(),
+    }
+    path = env_file(ctx.stack_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{k}={shlex.quote(values[k])}\n" for k in ENV_KEYS))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def bootstrap_cluster(cp: kube.ControlPlane) -> None:
+    """Namespaces and the operator's ServiceAccount; RBAC from manifests/ when present."""
+    objects: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
+    ]
+    cp.apply(objects)
+    for manifest in ("crd.yaml", "rbac.yaml"):
+        path = REPO_ROOT / "manifests" / manifest
+        if path.exists():
+            result = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"applying manifests/{manifest} failed: {result.stderr.strip()}")
+
+
+def _letta_parts(ctx: StackContext) -> tuple[list[Part], Callable[[], None]]:
+    from . import letta
+
+    if not letta.letta_installed(ctx.home):
+        raise PartFailed("the Letta server is not installed; run tools/install-letta.sh (make deps does)")
+    model, pg, server = letta.scripted_model_part(ctx), letta.postgres_part(ctx), letta.letta_part(ctx)
+
+    def demo_agent() -> None:
+        t0 = time.monotonic()
+        agent_id = letta.ensure_demo_agent(f"http://127.0.0.1:{ctx.ports['letta']}",
+                                           f"http://127.0.0.1:{ctx.ports['model']}")
+        say(f"{'demo agent Agent_66':<24} ready in {time.monotonic() - t0:5.1f} s  id {agent_id}")
+
+    return [model, pg, server], demo_agent
+
+
+def save_state(ctx: StackContext) -> None:
+    """Ports and generated values, so `restart` can rebuild a part (0600: holds keys)."""
+    path = ctx.stack_dir / "state.json"
+    path.write_text(json.dumps({"ports": ctx.ports, "values": ctx.values}))
+    path.chmod(0o600)
+
+
+def load_context(directory: Path) -> StackContext:
+    state = json.loads((directory / "state.json").read_text())
+    home = voicefleet_home()
+    return StackContext(home=home, stack_dir=directory, bin_dir=home / "bin" / "current",
+                        ports=state["ports"], values=state["values"])
+
+
+def restart(name: str) -> int:
+    """Stop one running part and start it again on the same ports with the same data."""
+    directory = stack_dir()
+    if not running_stack(directory):
+        say("the local stack is not running")
+        return 3
+    ctx = load_context(directory)
+    cp = kube.ControlPlane(ctx)
+    parts: dict[str, Part] = {p.name: p for p in (cp.etcd(), cp.apiserver(), cp.controller_manager(),
+                                                  cp.scheduler(), cp.kwok(), webhook_part(ctx),
+                                                  livekit.livekit_part(ctx))}
+    from . import letta
+
+    for part in (letta.scripted_model_part(ctx), letta.postgres_part(ctx), letta.letta_part(ctx)):
+        parts[part.name] = part
+    if name not in parts:
+        say(f"unknown part {name!r}; parts: {', '.join(parts)}")
+        return 2
+    part = parts[name]
+    part.after_healthy = None  # objects made after the first start already exist
+    sup = Supervisor(ctx)
+    sup.started = [(n, p) for n, p in recorded_pids(sup.pid_file) if n != name]
+    old = [(n, p) for n, p in recorded_pids(sup.pid_file) if n == name]
+    stop_pids(old)
+    try:
+        sup.start(part)
+    except PartFailed as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    return 0
+
+
+def running_stack(directory: Path) -> bool:
+    pids = recorded_pids(directory / "pids.json")
+    return bool(pids) and all(_alive(pid) for _, pid in pids) and env_file(directory).exists()
+
+
+def up(detach: bool, with_letta: bool = True) -> int:
+    directory = stack_dir()
+    if running_stack(directory):
+        say(f"the stack is already running; env file: {env_file(directory)}")
+        if not detach:
+            say("attaching is not supported; run `voicefleet down` first to restart in the foreground")
+        return 0
+    if recorded_pids(directory / "pids.json"):
+        say("a previous stack is partly running; stopping what is left of it")
+        stop_recorded(directory / "pids.json")
+    directory.mkdir(parents=True, exist_ok=True)
+    env_file(directory).unlink(missing_ok=True)
+    # A fresh stack each time: old data, keys and logs of an earlier run are dropped.
+    for sub in ("data", "pki"):
+        _rmtree(directory / sub)
+    logs = directory / "logs"
+    _rmtree(logs)
+    (directory / "webhooks.jsonl").unlink(missing_ok=True)
+    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                           "kwok", "livekit-server", "kubectl") if not (voicefleet_home() / "bin" / "current" / b).exists()]
+    if missing:
+        say(f"missing binaries {missing}; run tools/build-bins.sh (make deps does)")
+        return 2
+    t0 = time.monotonic()
+    ctx = new_context(directory)
+    sup = Supervisor(ctx)
+    save_state(ctx)
+    cp = kube.ControlPlane(ctx)
+    cp.generate_pki()
+    errors: list[BaseException] = []
+
+    def chain(steps: list[Part | Callable[[], None]]) -> None:
+        try:
+            for step in steps:
+                if errors:
+                    return
+                if isinstance(step, Part):
+                    sup.start(step)
+                else:
+                    step()
+        except BaseException as exc:  # reported below; the other chains stop early
+            errors.append(exc)
+
+    letta_steps: list[Part | Callable[[], None]] = []
+    if with_letta:
+        try:
+            letta_parts, demo = _letta_parts(ctx)
+            letta_steps = [*letta_parts, demo]
+        except PartFailed as exc:
+            say(str(exc))
+            return 2
+    else:
+        say("--without-letta: no model, PostgreSQL or Letta server in this stack")
+    chains = [
+        [cp.etcd(), cp.apiserver(), lambda: bootstrap_cluster(cp), cp.controller_manager(),
+         lambda: cp.wait_default_service_account(NAMESPACE), cp.scheduler(), cp.kwok()],
+        [webhook_part(ctx), livekit.livekit_part(ctx)],
+        letta_steps,
+    ]
+    threads = [threading.Thread(target=chain, args=(c,), daemon=True) for c in chains]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        say(f"FAILED: {errors[0]}")
+        say("stopping everything that was started")
+        sup.stop_all()
+        return 1
+    path = write_env(ctx, cp)
+    say(f"all parts healthy in {time.monotonic() - t0:.1f} s")
+    _print_summary(ctx, path)
+    if detach:
+        return 0
+    say("running in the foreground; Ctrl-C stops everything")
+    try:
+        while all(_alive(pid) for _, pid in recorded_pids(sup.pid_file)):
+            time.sleep(1)
+        dead = [n for n, p in recorded_pids(sup.pid_file) if not _alive(p)]
+        say(f"part(s) stopped unexpectedly: {', '.join(dead)}; see {ctx.log_dir}")
+        return_code = 1
+    except KeyboardInterrupt:
+        return_code = 0
+    say("stopping the stack")
+    sup.stop_all()
+    env_file(directory).unlink(missing_ok=True)
+    return return_code
+
+
+def _print_summary(ctx: StackContext, path: Path) -> None:
+    print(f"""
+voicefleet local stack is up
+  env file     {path}   (source it: set -a; . {path}; set +a)
+  kubectl      {ctx.bin_dir}/kubectl --kubeconfig {ctx.stack_dir}/kubeconfig get nodes
+  LiveKit      ws://127.0.0.1:{ctx.ports['livekit']}
+  Letta        http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)
+  logs         {ctx.log_dir}
+  operator     not running yet: the VoiceSession operator lands with issue 4
+               (a stopgap receiver holds WEBHOOK_URL and records LiveKit's verified webhooks)
+  gateway      not running yet: the gateway and browser client land with issue 6
+               (GATEWAY_URL http://127.0.0.1:{ctx.ports['gateway']} is reserved)
+""", flush=True)
+
+
+def down() -> int:
+    directory = stack_dir()
+    stopped = stop_recorded(directory / "pids.json")
+    env_file(directory).unlink(missing_ok=True)
+    say(f"stopped {len(stopped)} part(s)" + (f": {', '.join(reversed(stopped))}" if stopped else ""))
+    return 0
+
+
+def status() -> int:
+    directory = stack_dir()
+    pids = recorded_pids(directory / "pids.json")
+    if not pids:
+        print("the local stack is not running")
+        return 3
+    ok = True
+    for name, pid in pids:
+        alive = _alive(pid)
+        ok &= alive
+        print(f"  {name:<24} pid {pid:<8} {'running' if alive else 'STOPPED'}")
+    print(f"  env file: {env_file(directory) if env_file(directory).exists() else '(not written)'}")
+    return 0 if ok else 1
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        # PostgreSQL's data dir belongs to `nobody`; root can still remove it.
+        shutil.rmtree(path, ignore_errors=False)
