@@ -18,7 +18,6 @@ import httpx
 import pytest
 import yaml
 from livekit import api
-
 from voicefleet_stack.kube import write_kubeconfig
 
 pytestmark = pytest.mark.integration
@@ -221,3 +220,53 @@ def test_letta_memory_written_by_the_model_survives_a_restart(stack_env: dict[st
         assert fact in _assistant_text(reply)
     finally:
         _letta(stack_env).agents.delete(agent.id)
+
+
+# -- the stopgap host-process node --------------------------------------------------------
+
+_POD_SCRIPT = """
+import http.server, os, signal, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+def term(*_):
+    open(os.environ["MARKER"], "w").write("terminated " + os.environ["POD_NAME"])
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+srv.serve_forever()
+"""
+
+
+def test_hostlet_runs_a_pod_as_a_process_and_stops_it_with_sigterm(kubectl, tmp_path: Path) -> None:
+    pod = _name("host-pod")
+    marker = tmp_path / "marker"
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": "default"},
+        "spec": {
+            "nodeSelector": {"voicefleet.dev/node-kind": "host-process"},
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 10,
+            "containers": [{
+                "name": "c", "image": "ignored.example/none:1",
+                "command": ["python", "-c", _POD_SCRIPT],
+                "env": [{"name": "PORT", "value": "8080"}, {"name": "MARKER", "value": str(marker)},
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+            }],
+        },
+    }))
+
+    def ready() -> bool:
+        status = json.loads(kubectl("-n", "default", "get", "pod", pod, "-o", "json").stdout)["status"]
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+
+    _wait(ready, 60, "the host-process pod to pass its readiness probe")
+    assert kubectl("-n", "default", "get", "pod", pod, "-o", "jsonpath={.spec.nodeName}").stdout == "host-0"
+    kubectl("-n", "default", "delete", "pod", pod, "--wait=false")
+    _wait(lambda: kubectl("-n", "default", "get", "pod", pod, check=False).returncode != 0, 30,
+          "the pod object to be removed after its process stopped")
+    assert marker.read_text() == f"terminated {pod}"

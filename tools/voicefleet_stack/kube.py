@@ -22,6 +22,7 @@ from .parts import Part, StackContext
 SERVICE_CIDR = "10.96.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_COUNT = 3
+HOST_NODE = "host-0"
 
 
 def _base_env() -> dict[str, str]:
@@ -61,7 +62,10 @@ class ControlPlane:
         """Paths only; `generate_pki` makes the files (once per `up`)."""
         self.ctx = ctx
         self.pki = ctx.stack_dir / "pki"
-        pair = lambda stem: CertPair(self.pki / f"{stem}.crt", self.pki / f"{stem}.key")  # noqa: E731
+
+        def pair(stem: str) -> CertPair:
+            return CertPair(self.pki / f"{stem}.crt", self.pki / f"{stem}.key")
+
         self.ca = self.pki / "ca.crt"
         self.serving = pair("apiserver")
         self.admin = pair("admin")
@@ -75,6 +79,8 @@ class ControlPlane:
         self._cm_kubeconfig = self.pki / "controller-manager.kubeconfig"
         self._sched_kubeconfig = self.pki / "scheduler.kubeconfig"
         self._kwok_kubeconfig = self.pki / "kwok.kubeconfig"
+        self.host_node_cert = pair(f"node-{HOST_NODE}")
+        self._host_node_kubeconfig = self.pki / f"node-{HOST_NODE}.kubeconfig"
 
     def generate_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
@@ -91,11 +97,16 @@ class ControlPlane:
         # kwok acts for the fake nodes it manages: it needs to write any node and pod status.
         ca.issue("kwok", "voicefleet-kwok", orgs=("system:masters",))
         ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",))
+        # The hostlet is the kubelet of its node: it authenticates as that node and the Node
+        # authorizer limits it to its own node, its pods and the secrets they reference.
+        ca.issue(f"node-{HOST_NODE}", f"system:node:{HOST_NODE}", orgs=("system:nodes",))
         write_service_account_keys(self.pki)
         write_kubeconfig(self.admin_kubeconfig, self.server, self.ca, self.admin)
         write_kubeconfig(self._cm_kubeconfig, self.server, self.ca, self.cm_cert, user="controller-manager")
         write_kubeconfig(self._sched_kubeconfig, self.server, self.ca, self.sched_cert, user="scheduler")
         write_kubeconfig(self._kwok_kubeconfig, self.server, self.ca, self.kwok_cert, user="kwok")
+        write_kubeconfig(self._host_node_kubeconfig, self.server, self.ca, self.host_node_cert,
+                         user=f"system:node:{HOST_NODE}")
 
     def _bin(self, name: str) -> str:
         return str(self.ctx.bin_dir / name)
@@ -240,6 +251,26 @@ class ControlPlane:
             after_healthy=self.create_kwok_nodes,
             description=f"{KWOK_NODE_COUNT} fake nodes",
         )
+
+    def hostlet(self, python: str) -> Part:
+        """STOPGAP node that runs pods as host processes (see hostlet.py) until issue 8."""
+        port = self.ctx.ports["hostlet"]
+        log_dir = self.ctx.log_dir / "pods"
+        return Part(
+            name="hostlet",
+            argv=[python, "-m", "voicefleet_stack.hostlet", f"--kubeconfig={self._host_node_kubeconfig}",
+                  f"--node={HOST_NODE}", f"--log-dir={log_dir}", f"--health-port={port}"],
+            env={**_base_env(), "PYTHONUNBUFFERED": "1"},
+            cwd=self.ctx.stack_dir,
+            health=lambda: _http_ok(f"http://127.0.0.1:{port}/") and self._node_ready(HOST_NODE),
+            timeout=30,
+            description=f"node {HOST_NODE}: pods as host processes (stopgap for a real kubelet)",
+        )
+
+    def _node_ready(self, name: str) -> bool:
+        out = self.kubectl("get", "node", name, "-o",
+                           "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}", check=False)
+        return out.stdout.strip() == "True"
 
     # -- objects --------------------------------------------------------------------
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -36,7 +36,7 @@ def livekit_part(ctx: StackContext) -> Part:
 
     def healthy() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
 
     return Part(
         name="livekit-server",

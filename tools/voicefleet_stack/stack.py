@@ -93,7 +93,7 @@ def free_udp_range(size: int = 100) -> int:
 
 PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok",
               "livekit", "livekit_rtc_tcp", "webhook", "model", "postgres", "letta", "gateway",
-              "operator_health", "operator_metrics")
+              "operator_health", "operator_metrics", "hostlet")
 
 
 def new_context(directory: Path) -> StackContext:
@@ -130,7 +130,7 @@ def webhook_part(ctx: StackContext) -> Part:
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status == 200
+            return bool(r.status == 200)
 
     return Part(
         name="webhook-receiver",
@@ -220,6 +220,7 @@ def restart(name: str) -> int:
     cp = kube.ControlPlane(ctx)
     parts: dict[str, Part] = {p.name: p for p in (cp.etcd(), cp.apiserver(), cp.controller_manager(),
                                                   cp.scheduler(), cp.kwok(), webhook_part(ctx),
+                                                  cp.hostlet(_project_python()),
                                                   livekit.livekit_part(ctx))}
     from . import letta
 
@@ -302,7 +303,8 @@ def up(detach: bool, with_letta: bool = True) -> int:
         say("--without-letta: no model, PostgreSQL or Letta server in this stack")
     chains = [
         [cp.etcd(), cp.apiserver(), lambda: bootstrap_cluster(cp), cp.controller_manager(),
-         lambda: cp.wait_default_service_account(NAMESPACE), cp.scheduler(), cp.kwok()],
+         lambda: cp.wait_default_service_account(NAMESPACE), cp.scheduler(), cp.kwok(),
+         cp.hostlet(_project_python())],
         [webhook_part(ctx), livekit.livekit_part(ctx)],
         letta_steps,
     ]
