@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 from livekit import api
+
 from voicefleet_stack.kube import write_kubeconfig
 
 pytestmark = pytest.mark.integration

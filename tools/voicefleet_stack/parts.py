@@ -53,3 +53,4 @@ class Part:
     after_healthy: Callable[[], None] | None = None
     run_as: str | None = None
     description: str = ""
+    stop_signal: int = 15  # SIGTERM; PostgreSQL wants SIGINT (fast shutdown, not "smart")

@@ -21,7 +21,16 @@ from pathlib import Path
 
 from . import kube, livekit
 from .parts import Part, StackContext
-from .supervisor import PartFailed, Supervisor, _alive, recorded_pids, say, stop_pids, stop_recorded
+from .supervisor import (
+    PartFailed,
+    Supervisor,
+    _alive,
+    recorded_pids,
+    recorded_stop_signals,
+    say,
+    stop_pids,
+    stop_recorded,
+)
 
 NAMESPACE = "voicefleet"
 OPERATOR_NAMESPACE = "voicefleet-system"
@@ -232,9 +241,11 @@ def restart(name: str) -> int:
     part = parts[name]
     part.after_healthy = None  # objects made after the first start already exist
     sup = Supervisor(ctx)
+    signals = recorded_stop_signals(sup.pid_file)
     sup.started = [(n, p) for n, p in recorded_pids(sup.pid_file) if n != name]
+    sup.stop_signals = signals
     old = [(n, p) for n, p in recorded_pids(sup.pid_file) if n == name]
-    stop_pids(old)
+    stop_pids(old, signals=signals)
     try:
         sup.start(part)
     except PartFailed as exc:
@@ -320,7 +331,7 @@ def up(detach: bool, with_letta: bool = True) -> int:
         return 1
     path = write_env(ctx, cp)
     say(f"all parts healthy in {time.monotonic() - t0:.1f} s")
-    _print_summary(ctx, path)
+    _print_summary(ctx, path, with_letta)
     if detach:
         return 0
     say("running in the foreground; Ctrl-C stops everything")
@@ -338,14 +349,17 @@ def up(detach: bool, with_letta: bool = True) -> int:
     return return_code
 
 
-def _print_summary(ctx: StackContext, path: Path) -> None:
+def _print_summary(ctx: StackContext, path: Path, with_letta: bool) -> None:
+    letta_line = (f"http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)"
+                  if with_letta else "not started (--without-letta)")
     print(f"""
 voicefleet local stack is up
   env file     {path}   (source it: set -a; . {path}; set +a)
   kubectl      {ctx.bin_dir}/kubectl --kubeconfig {ctx.stack_dir}/kubeconfig get nodes
   LiveKit      ws://127.0.0.1:{ctx.ports['livekit']}
-  Letta        http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)
+  Letta        {letta_line}
   logs         {ctx.log_dir}
+  worker pods  node host-0 runs them as host processes (STOPGAP until the real kubelet, issue 8)
   operator     not running yet: the VoiceSession operator lands with issue 4
                (a stopgap receiver holds WEBHOOK_URL and records LiveKit's verified webhooks)
   gateway      not running yet: the gateway and browser client land with issue 6

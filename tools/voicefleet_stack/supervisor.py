@@ -41,10 +41,14 @@ class Supervisor:
         self.pid_file = ctx.stack_dir / "pids.json"
         self.started: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        self.stop_signals: dict[str, int] = {}
 
     # -- bookkeeping --------------------------------------------------------------
     def _record(self) -> None:
-        self.pid_file.write_text(json.dumps([{"name": n, "pid": p} for n, p in self.started]))
+        self.pid_file.write_text(json.dumps([
+            {"name": n, "pid": p, "stop_signal": self.stop_signals.get(n, signal.SIGTERM)}
+            for n, p in self.started
+        ]))
 
     # -- start --------------------------------------------------------------------
     def start(self, part: Part) -> None:
@@ -70,6 +74,7 @@ class Supervisor:
             )
         with self._lock:
             self.started.append((part.name, proc.pid))
+            self.stop_signals[part.name] = part.stop_signal
             self._record()
         deadline = time.monotonic() + part.timeout
         next_note = time.monotonic() + 10
@@ -144,17 +149,25 @@ def recorded_pids(pid_file: Path) -> list[tuple[str, int]]:
 
 def stop_recorded(pid_file: Path, grace: float = 15.0) -> list[str]:
     """Stop every recorded part in reverse start order: SIGTERM, then SIGKILL after grace."""
-    stopped = stop_pids(recorded_pids(pid_file), grace)
+    stopped = stop_pids(recorded_pids(pid_file), grace, recorded_stop_signals(pid_file))
     pid_file.unlink(missing_ok=True)
     return stopped
 
 
-def stop_pids(parts: list[tuple[str, int]], grace: float = 15.0) -> list[str]:
+def recorded_stop_signals(pid_file: Path) -> dict[str, int]:
+    try:
+        return {e["name"]: int(e.get("stop_signal", signal.SIGTERM)) for e in json.loads(pid_file.read_text())}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def stop_pids(parts: list[tuple[str, int]], grace: float = 15.0,
+              signals: dict[str, int] | None = None) -> list[str]:
     stopped = []
     for name, pid in reversed(parts):
         if not _alive(pid):
             continue
-        _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, (signals or {}).get(name, signal.SIGTERM))
         deadline = time.monotonic() + grace
         while _alive(pid) and time.monotonic() < deadline:
             _reap(pid)
