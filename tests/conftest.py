@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from voicefleet_stack.stack import read_env_file, voicefleet_home
 
 
