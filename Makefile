@@ -22,7 +22,7 @@ letta: ## install the Letta server 0.16.8 + PostgreSQL/pgvector in their own vir
 	@bash tools/install-letta.sh
 
 python: ## the project's virtualenv (cached by pyproject.toml hash), linked to this checkout
-	@bash tools/install-python.sh > $(VOICEFLEET_HOME)/.venv-path.tmp && mv $(VOICEFLEET_HOME)/.venv-path.tmp $(VOICEFLEET_HOME)/.venv-path
+	@mkdir -p $(VOICEFLEET_HOME) && bash tools/install-python.sh > $(VOICEFLEET_HOME)/.venv-path.tmp && mv $(VOICEFLEET_HOME)/.venv-path.tmp $(VOICEFLEET_HOME)/.venv-path
 
 deps: system-deps python ## everything above; bins and Letta build side by side
 	@bash tools/parallel.sh "bins:bash tools/build-bins.sh" "letta:bash tools/install-letta.sh"
