@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VOICEFLEET_HOME ?= $(HOME)/.cache/voicefleet
 export VOICEFLEET_HOME
-VENV = $(shell cat $(VOICEFLEET_HOME)/.venv-path 2>/dev/null)
+VENV := $(CURDIR)/.venv
 
 .PHONY: help deps system-deps bins letta python up down status test test-unit test-integration lint bench
 
@@ -21,8 +21,8 @@ bins: ## build and cache etcd, Kubernetes, kwok, LiveKit, kubectl, helm (Go modu
 letta: ## install the Letta server 0.16.8 + PostgreSQL/pgvector in their own virtualenv
 	@bash tools/install-letta.sh
 
-python: ## the project's virtualenv (cached by pyproject.toml hash), linked to this checkout
-	@mkdir -p $(VOICEFLEET_HOME) && bash tools/install-python.sh > $(VOICEFLEET_HOME)/.venv-path.tmp && mv $(VOICEFLEET_HOME)/.venv-path.tmp $(VOICEFLEET_HOME)/.venv-path
+python: ## .venv of this checkout, on dependencies cached by pyproject.toml hash
+	@mkdir -p $(VOICEFLEET_HOME) && bash tools/install-python.sh >/dev/null
 
 deps: system-deps python ## everything above; bins and Letta build side by side
 	@bash tools/parallel.sh "bins:bash tools/build-bins.sh" "letta:bash tools/install-letta.sh"

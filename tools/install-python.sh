@@ -1,27 +1,53 @@
 #!/usr/bin/env bash
-# Make the project's Python environment: a virtualenv outside the checkout, keyed by the
-# hash of pyproject.toml, with the extras the stack and tests need; then point it at this
-# checkout (editable install, a second or so). Prints the venv folder on stdout.
-# Usage: tools/install-python.sh [extras]   (default: operator,web,test)
+# Make the project's Python environment for this checkout: `.venv/` in the checkout.
+#
+# The dependencies (heavy: livekit-agents, faster-whisper, kopf, ...) live in a shared
+# virtualenv outside the checkout, keyed by the hash of pyproject.toml and the extras, so
+# a fresh clone takes seconds. `.venv` is a small venv of this checkout that sees the
+# shared site-packages through a .pth file and has the project itself installed editable.
+# Prints the path of `.venv` on stdout; progress on stderr.
+# Usage: tools/install-python.sh [extras]   (default: operator,web,worker,test)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-extras="${1:-operator,web,test}"
+extras="${1:-operator,web,worker,test}"
 VOICEFLEET_HOME="${VOICEFLEET_HOME:-$HOME/.cache/voicefleet}"
 export PIP_CACHE_DIR="$VOICEFLEET_HOME/pip-cache"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-key="$( (cat "$root/pyproject.toml"; echo "$extras") | sha256sum | cut -c1-12)"
-venv="$VOICEFLEET_HOME/venvs/py-$key"
 log() { printf '[install-python %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-if [ ! -f "$venv/.ready" ]; then
-  log "creating $venv (extras: $extras)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip >&2
-  # Dependencies only; the project itself is linked below.
-  "$venv/bin/pip" install -q --progress-bar off "$root[$extras]" >&2
-  touch "$venv/.ready"
-  log "ready"
+mkdir -p "$VOICEFLEET_HOME/venvs"
+
+key="$( (cat "$root/pyproject.toml"; echo "$extras") | sha256sum | cut -c1-12)"
+deps="$VOICEFLEET_HOME/venvs/deps-$key"
+if [ ! -f "$deps/.ready" ]; then
+  log "installing dependencies into $deps (extras: $extras); a few minutes on a fresh machine"
+  rm -rf "$deps"
+  python3 -m venv "$deps"
+  "$deps/bin/pip" install -q --upgrade pip >&2
+  start=$SECONDS
+  ( while sleep 30; do log "  ... pip still installing ($((SECONDS - start)) s)"; done ) &
+  ticker=$!
+  rc=0
+  "$deps/bin/pip" install -q --progress-bar off "$root[$extras]" >&2 || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  [ "$rc" -eq 0 ] || { log "pip install failed (exit $rc)"; exit "$rc"; }
+  # Only the dependencies stay here; each checkout installs the project itself.
+  "$deps/bin/pip" uninstall -q -y voicefleet >&2
+  touch "$deps/.ready"
+  log "dependencies ready in $((SECONDS - start)) s"
 fi
-"$venv/bin/pip" install -q --no-deps -e "$root" >"$venv/editable.log" 2>&1 || { cat "$venv/editable.log" >&2; exit 1; }
-ln -sfn "$venv" "$VOICEFLEET_HOME/venvs/current"
+
+venv="$root/.venv"
+site_of() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+echo "$(site_of "$deps")" > "$(site_of "$venv")/_voicefleet_deps.pth"
+# The dependencies' commands (ruff, mypy, pytest, kopf, ...) next to this venv's python.
+for tool in "$deps"/bin/*; do
+  name="$(basename "$tool")"
+  case "$name" in python*|pip*|activate*|Activate*) continue ;; esac
+  [ -e "$venv/bin/$name" ] || ln -s "$tool" "$venv/bin/$name"
+done
+"$venv/bin/python" -m pip install -q --no-deps -e "$root" >"$venv/editable.log" 2>&1 \
+  || { cat "$venv/editable.log" >&2; exit 1; }
 echo "$venv"

@@ -1,0 +1,211 @@
+"""Drive a real worker process and a real LiveKit participant (the integration tests' hands).
+
+`WorkerProcess` starts `python -m voicefleet_worker` as the operator would (env of
+docs/contracts.md), waits for /readyz, and stops it with SIGTERM. `Human` joins a room
+with the python `livekit` SDK, sends text on `lk.chat` and collects what the agent
+publishes on `lk.transcription`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from livekit import api, rtc
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TOPIC_CHAT = "lk.chat"
+TOPIC_TRANSCRIPTION = "lk.transcription"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class WorkerProcess:
+    stack_env: dict[str, str]
+    log_path: Path
+    agent_name: str = field(default_factory=lambda: unique("vf-worker"))
+    health_port: int = field(default_factory=free_port)
+    flush_timeout: float = 10.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # the worker of this checkout, whatever the virtualenv's editable link points at
+            "PYTHONPATH": str(REPO_ROOT / "worker"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LIVEKIT_URL": self.stack_env["LIVEKIT_URL"],
+            "LIVEKIT_API_KEY": self.stack_env["LIVEKIT_API_KEY"],
+            "LIVEKIT_API_SECRET": self.stack_env["LIVEKIT_API_SECRET"],
+            "LETTA_BASE_URL": self.stack_env["LETTA_BASE_URL"],
+            "VOICEFLEET_AGENT_NAME": self.agent_name,
+            "VOICEFLEET_HEALTH_PORT": str(self.health_port),
+            "VOICEFLEET_PLUGINS": "offline",
+            "VOICEFLEET_FLUSH_TIMEOUT_SECONDS": str(self.flush_timeout),
+            **self.extra_env,
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "voicefleet_worker"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def readyz(self) -> tuple[int, dict[str, object]]:
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.health_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return str(resp.read().decode())
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Block until /readyz says ready; return seconds since start."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, body = self.readyz()
+                last = body
+                if status == 200:
+                    return time.monotonic() - self.started_at
+            except (OSError, ValueError) as exc:
+                last = exc
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready in {timeout} s ({last}):\n{self.log_tail()}")
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"worker did not exit in {timeout} s:\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def livekit_api(stack_env: dict[str, str]) -> api.LiveKitAPI:
+    return api.LiveKitAPI(stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"],
+                          stack_env["LIVEKIT_API_SECRET"])
+
+
+async def dispatch(lk: api.LiveKitAPI, room: str, agent_name: str, metadata: dict[str, object]) -> None:
+    """What the operator does: a room, then an explicit dispatch to the worker's agent name."""
+    await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=30))
+    await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+        room=room, agent_name=agent_name, metadata=json.dumps(metadata)))
+
+
+class Human:
+    """A real participant: joins with a token, talks on lk.chat, reads lk.transcription."""
+
+    def __init__(self, stack_env: dict[str, str], room: str, identity: str) -> None:
+        self.stack_env = stack_env
+        self.room_name = room
+        self.identity = identity
+        self.room = rtc.Room()
+        self.transcripts: list[tuple[str, str]] = []  # (participant identity, text)
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def join(self) -> None:
+        token = (api.AccessToken(self.stack_env["LIVEKIT_API_KEY"],
+                                 self.stack_env["LIVEKIT_API_SECRET"])
+                 .with_identity(self.identity)
+                 .with_grants(api.VideoGrants(room_join=True, room=self.room_name))
+                 .to_jwt())
+        self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_transcription)
+        await self.room.connect(self.stack_env["LIVEKIT_URL"], token)
+
+    def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        async def read() -> None:
+            text = await reader.read_all()
+            self.transcripts.append((identity, text))
+            self._changed.set()
+
+        task = asyncio.create_task(read())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def say_text(self, text: str) -> None:
+        await self.room.local_participant.send_text(text, topic=TOPIC_CHAT)
+
+    async def wait_for(self, predicate: Callable[[str], bool], within: float = 30.0,
+                       since: int = 0) -> str:
+        """The first agent transcript (index >= since) matching `predicate`."""
+        deadline = time.monotonic() + within
+        while True:
+            for identity, text in self.transcripts[since:]:
+                if identity != self.identity and predicate(text):
+                    return text
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no matching transcript in {within} s; got {self.transcripts[since:]}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def agents_in_room(self) -> list[rtc.RemoteParticipant]:
+        return [p for p in self.room.remote_participants.values()
+                if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT]
+
+    async def leave(self) -> None:
+        await self.room.disconnect()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
