@@ -34,6 +34,8 @@ if [ ! -f "$deps/.ready" ]; then
   "$deps/bin/pip" uninstall -q -y voicefleet >&2
   touch "$deps/.ready"
   log "dependencies ready in $((SECONDS - start)) s"
+  # Keep the four newest dependency sets (other clones may be on other commits).
+  ls -1dt "$VOICEFLEET_HOME"/venvs/deps-* 2>/dev/null | tail -n +5 | xargs -r rm -rf
 fi
 
 venv="$root/.venv"
