@@ -271,3 +271,16 @@ def test_hostlet_runs_a_pod_as_a_process_and_stops_it_with_sigterm(kubectl, tmp_
     _wait(lambda: kubectl("-n", "default", "get", "pod", pod, check=False).returncode != 0, 30,
           "the pod object to be removed after its process stopped")
     assert marker.read_text() == f"terminated {pod}"
+
+
+def test_hostlet_keeps_its_node_lease_fresh(kubectl) -> None:
+    # A stale lease makes the node-lifecycle controller taint host-0 unreachable, and then
+    # no worker pod can be scheduled there.
+    def renew_time() -> str:
+        return kubectl("-n", "kube-node-lease", "get", "lease", "host-0", "-o",
+                       "jsonpath={.spec.renewTime}").stdout
+
+    first = renew_time()
+    _wait(lambda: renew_time() != first, 25, "the hostlet to renew its node lease")
+    taints = kubectl("get", "node", "host-0", "-o", "jsonpath={.spec.taints}").stdout
+    assert "unreachable" not in taints and "not-ready" not in taints

@@ -125,18 +125,18 @@ class Hostlet:
         }})
 
     def renew_lease(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=self.node, namespace="kube-node-lease"),
-            spec=client.V1LeaseSpec(holder_identity=self.node, lease_duration_seconds=LEASE_SECONDS,
-                                    renew_time=now),
-        )
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
-            self.coord.replace_namespaced_lease(self.node, "kube-node-lease", body)
+            self.coord.patch_namespaced_lease(self.node, "kube-node-lease", {"spec": {
+                "holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now}})
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.coord.create_namespaced_lease("kube-node-lease", body)
+            self.coord.create_namespaced_lease("kube-node-lease", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.node, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS,
+                         "renewTime": now}})
 
     def heartbeat_loop(self) -> None:
         while not self.stop.wait(10):
