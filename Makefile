@@ -7,7 +7,7 @@ VOICEFLEET_HOME ?= $(HOME)/.cache/voicefleet
 export VOICEFLEET_HOME
 VENV := $(CURDIR)/.venv
 
-.PHONY: help deps system-deps bins letta python up down status test test-unit test-integration lint bench
+.PHONY: help deps system-deps bins letta python web up down status test test-unit test-integration lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,8 +24,12 @@ letta: ## install the Letta server 0.16.8 + PostgreSQL/pgvector in their own vir
 python: ## .venv of this checkout, on dependencies cached by pyproject.toml hash
 	@mkdir -p $(VOICEFLEET_HOME) && bash tools/install-python.sh >/dev/null
 
-deps: system-deps python ## everything above; bins and Letta build side by side
-	@bash tools/parallel.sh "bins:bash tools/build-bins.sh" "letta:bash tools/install-letta.sh"
+web: ## browser client bundle (npm, esbuild) and Debian chromium for the browser tests
+	@bash tools/install-web-deps.sh
+
+deps: system-deps python ## everything above; bins, Letta and the web client build side by side
+	@bash tools/parallel.sh "bins:bash tools/build-bins.sh" "letta:bash tools/install-letta.sh" \
+		"web:bash tools/install-web-deps.sh"
 
 up: deps ## run the local stack in the foreground (Ctrl-C stops it)
 	@$(VENV)/bin/voicefleet up
@@ -43,10 +47,10 @@ lint: python ## ruff and mypy
 
 test: deps ## install what is missing, then lint, unit and integration tests on the real stack
 	@$(MAKE) --no-print-directory lint
-	@$(VENV)/bin/python -m pytest -ra tests/unit tests/integration
+	@$(VENV)/bin/python -m pytest -ra tests/unit tests/integration tests/e2e
 
 test-unit: python ## unit tests only (no stack)
 	@$(VENV)/bin/python -m pytest -ra tests/unit
 
-test-integration: deps ## integration tests on the real local stack
-	@$(VENV)/bin/python -m pytest -ra tests/integration
+test-integration: deps ## integration and browser tests on the real local stack
+	@$(VENV)/bin/python -m pytest -ra tests/integration tests/e2e
