@@ -205,11 +205,19 @@ class Hostlet:
             elif var.value_from is not None:
                 src = var.value_from
                 if src.secret_key_ref is not None:
-                    secret = self.core.read_namespaced_secret(src.secret_key_ref.name, run.namespace)
-                    env[var.name] = base64.b64decode(secret.data[src.secret_key_ref.key]).decode()
+                    ref = src.secret_key_ref
+                    data = self._read_optional(self.core.read_namespaced_secret, ref, run.namespace)
+                    if ref.key in data:
+                        env[var.name] = base64.b64decode(data[ref.key]).decode()
+                    elif not ref.optional:
+                        raise ValueError(f"secret {ref.name} has no key {ref.key}")
                 elif src.config_map_key_ref is not None:
-                    cm = self.core.read_namespaced_config_map(src.config_map_key_ref.name, run.namespace)
-                    env[var.name] = cm.data[src.config_map_key_ref.key]
+                    ref = src.config_map_key_ref
+                    data = self._read_optional(self.core.read_namespaced_config_map, ref, run.namespace)
+                    if ref.key in data:
+                        env[var.name] = data[ref.key]
+                    elif not ref.optional:
+                        raise ValueError(f"configmap {ref.name} has no key {ref.key}")
                 elif src.field_ref is not None:
                     path = src.field_ref.field_path
                     env[var.name] = {"metadata.name": run.name, "metadata.namespace": run.namespace,
@@ -220,6 +228,16 @@ class Hostlet:
                 if value == str(declared):
                     env[key] = str(host)
         return env
+
+    @staticmethod
+    def _read_optional(read: Any, ref: Any, namespace: str) -> dict[str, Any]:
+        """The data of a referenced Secret/ConfigMap; {} if it is missing and optional."""
+        try:
+            return dict(read(ref.name, namespace).data or {})
+        except ApiException as exc:
+            if exc.status == 404 and ref.optional:
+                return {}
+            raise ValueError(f"{ref.name} not readable: {exc.reason}") from None
 
     def _argv(self, container: Any) -> list[str]:
         argv = list(container.command or []) + list(container.args or [])
