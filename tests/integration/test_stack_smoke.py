@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -145,30 +146,36 @@ def test_livekit_room_is_created_listed_deleted_and_webhooks_verify(stack_env: d
     assert room in listed
     assert room not in after
 
-    # LiveKit signs a webhook for the room; the receiver verified it before recording it.
-    events = stack_dir / "webhooks.jsonl"
+    # LiveKit signs a webhook for the room; the operator's receiver verified it (a room it
+    # did not name is acknowledged and counted as foreign).
+    _wait(lambda: _webhooks_counted(stack_dir, "room_started", "foreign_room") > 0, 30,
+          f"a verified room_started webhook for {room}")
 
-    def seen() -> bool:
-        if not events.exists():
-            return False
-        records = [json.loads(line) for line in events.read_text().splitlines()]
-        return any(r.get("event") == "room_started" and r.get("room", {}).get("name") == room
-                   for r in records)
 
-    _wait(seen, 30, f"a verified room_started webhook for {room}")
+def _operator_metrics(stack_dir: Path) -> str:
+    port = json.loads((stack_dir / "state.json").read_text())["ports"]["operator_metrics"]
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def _webhooks_counted(stack_dir: Path, event: str, result: str) -> float:
+    for line in _operator_metrics(stack_dir).splitlines():
+        if (line.startswith("voicefleet_webhooks_total{") and f'event="{event}"' in line
+                and f'result="{result}"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_webhook_receiver_refuses_a_forged_signature(stack_env: dict[str, str], stack_dir: Path) -> None:
+    before = _webhooks_counted(stack_dir, "unknown", "unauthorized")
     body = json.dumps({"event": "room_finished", "room": {"name": "forged"}})
     wrong = api.AccessToken(stack_env["LIVEKIT_API_KEY"], "x" * 40)  # right key, wrong secret
-    wrong.claims.sha256 = __import__("base64").b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    wrong.claims.sha256 = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
     forged = httpx.post(stack_env["WEBHOOK_URL"], content=body,
                         headers={"Authorization": wrong.to_jwt(), "Content-Type": "application/webhook+json"})
     assert forged.status_code == 401
     unsigned = httpx.post(stack_env["WEBHOOK_URL"], content=body)
     assert unsigned.status_code == 401
-    events = stack_dir / "webhooks.jsonl"
-    assert "forged" not in (events.read_text() if events.exists() else "")
+    assert _webhooks_counted(stack_dir, "unknown", "unauthorized") == before + 2
 
 
 # -- Letta and the scripted model ---------------------------------------------------------

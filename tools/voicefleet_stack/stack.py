@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import kube, livekit
+from . import components, kube, livekit
 from .parts import Part, StackContext
 from .supervisor import (
     PartFailed,
@@ -181,12 +181,12 @@ def bootstrap_cluster(cp: kube.ControlPlane) -> None:
          "metadata": {"name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
     ]
     cp.apply(objects)
-    for manifest in ("crd.yaml", "rbac.yaml"):
-        path = REPO_ROOT / "manifests" / manifest
+    for path in (REPO_ROOT / "manifests" / "crd.yaml", REPO_ROOT / "manifests" / "rbac.yaml",
+                 REPO_ROOT / "web" / "rbac.yaml"):
         if path.exists():
             result = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), check=False)
             if result.returncode != 0:
-                raise RuntimeError(f"applying manifests/{manifest} failed: {result.stderr.strip()}")
+                raise RuntimeError(f"applying {path} failed: {result.stderr.strip()}")
 
 
 def _letta_parts(ctx: StackContext) -> tuple[list[Part], Callable[[], None]]:
@@ -227,10 +227,11 @@ def restart(name: str) -> int:
         return 3
     ctx = load_context(directory)
     cp = kube.ControlPlane(ctx)
-    parts: dict[str, Part] = {p.name: p for p in (cp.etcd(), cp.apiserver(), cp.controller_manager(),
-                                                  cp.scheduler(), cp.kwok(), webhook_part(ctx),
-                                                  cp.hostlet(_project_python()),
-                                                  livekit.livekit_part(ctx))}
+    python = _project_python()
+    parts: dict[str, Part] = {p.name: p for p in (
+        cp.etcd(), cp.apiserver(), cp.controller_manager(), cp.scheduler(), cp.kwok(),
+        webhook_part(ctx), cp.hostlet(python), livekit.livekit_part(ctx),
+        components.operator_part(ctx, cp, python), components.gateway_part(ctx, cp, python))}
     from . import letta
 
     for part in (letta.scripted_model_part(ctx), letta.postgres_part(ctx), letta.letta_part(ctx)):
@@ -316,7 +317,7 @@ def up(detach: bool, with_letta: bool = True) -> int:
         [cp.etcd(), cp.apiserver(), lambda: bootstrap_cluster(cp), cp.controller_manager(),
          lambda: cp.wait_default_service_account(NAMESPACE), cp.scheduler(), cp.kwok(),
          cp.hostlet(_project_python())],
-        [webhook_part(ctx), livekit.livekit_part(ctx)],
+        [livekit.livekit_part(ctx)],
         letta_steps,
     ]
     threads = [threading.Thread(target=chain, args=(c,), daemon=True) for c in chains]
@@ -324,6 +325,12 @@ def up(detach: bool, with_letta: bool = True) -> int:
         t.start()
     for t in threads:
         t.join()
+    if not errors and with_letta:
+        # voicefleet's own processes need the cluster, LiveKit and Letta.
+        chain([components.operator_part(ctx, cp, _project_python()),
+               components.gateway_part(ctx, cp, _project_python())])
+    elif not errors:
+        chain([webhook_part(ctx)])
     if errors:
         say(f"FAILED: {errors[0]}")
         say("stopping everything that was started")
@@ -350,6 +357,13 @@ def up(detach: bool, with_letta: bool = True) -> int:
 
 
 def _print_summary(ctx: StackContext, path: Path, with_letta: bool) -> None:
+    if with_letta:
+        operator_line = f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
+        gateway_line = (f"open http://127.0.0.1:{ctx.ports['gateway']}/#token={ctx.values['GATEWAY_TOKEN']}"
+                        "   (the token stays in the URL fragment, never in a server log)")
+    else:
+        operator_line = "not started (--without-letta); a stopgap receiver records verified webhooks"
+        gateway_line = "not started (--without-letta)"
     letta_line = (f"http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)"
                   if with_letta else "not started (--without-letta)")
     print(f"""
@@ -360,10 +374,8 @@ voicefleet local stack is up
   Letta        {letta_line}
   logs         {ctx.log_dir}
   worker pods  node host-0 runs them as host processes (STOPGAP until the real kubelet, issue 8)
-  operator     not running yet: the VoiceSession operator lands with issue 4
-               (a stopgap receiver holds WEBHOOK_URL and records LiveKit's verified webhooks)
-  gateway      not running yet: the gateway and browser client land with issue 6
-               (GATEWAY_URL http://127.0.0.1:{ctx.ports['gateway']} is reserved)
+  operator     {operator_line}
+  gateway      {gateway_line}
 """, flush=True)
 
 

@@ -1,0 +1,227 @@
+"""Kubernetes I/O: worker pods, the workers' Secret, VoiceSession status and annotations.
+
+Built on the asyncio client of `kubernetes` (kubernetes.aio). kopf does its own watching;
+this client makes the few direct calls the reconcile needs. Pods come back as the plan's
+`PodView`, so nothing above this layer sees a client model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.aio import config as kube_config
+from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Pod, V1Secret
+from kubernetes.aio.client.exceptions import ApiException
+
+from .. import naming as n
+from ..api import GROUP, PLURAL, VERSION
+from ..plan import PodView
+
+MERGE_PATCH = "application/merge-patch+json"
+REQUEST_TIMEOUT = 10.0
+
+
+class KubernetesUnavailable(Exception):
+    """The API server could not be reached or answered 5xx; retry later."""
+
+
+def _unavailable(exc: BaseException, what: str) -> KubernetesUnavailable:
+    status = getattr(exc, "status", None)
+    return KubernetesUnavailable(f"{what}: {type(exc).__name__} {status or ''}".strip())
+
+
+def _retryable(exc: ApiException) -> bool:
+    """No answer, a server error, or "too many requests": try again later."""
+    return exc.status is None or exc.status >= 500 or exc.status == 429
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    """The plan's view of a pod, from its JSON form (a watch event body or a listed item)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    raw_conn = labels.get(n.LABEL_CONNECTION)
+    connection = int(raw_conn) if raw_conn and str(raw_conn).isdigit() else None
+    ready = False
+    unschedulable: str | None = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+        elif (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            unschedulable = cond.get("message") or "unschedulable"
+    restarts = 0
+    waiting_reason: str | None = None
+    waiting_message = ""
+    for cs in status.get("containerStatuses") or []:
+        restarts = max(restarts, int(cs.get("restartCount") or 0))
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason"):
+            waiting_reason, waiting_message = waiting["reason"], waiting.get("message") or ""
+    return PodView(
+        name=str(meta.get("name", "")),
+        connection=connection,
+        phase=status.get("phase") or "Pending",
+        ready=ready,
+        deleting=meta.get("deletionTimestamp") is not None,
+        restarts=restarts,
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message[:512],
+        unschedulable=unschedulable,
+    )
+
+
+class KubeClient:
+    """One API client for the operator's own calls (kopf keeps its own for watching)."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self._api = api
+        self._core = CoreV1Api(api)
+        self._custom = CustomObjectsApi(api)
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> KubeClient:
+        """From KUBECONFIG (a file), else the in-cluster ServiceAccount."""
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        if path:
+            return cls(await kube_config.new_client_from_config(config_file=path))  # type: ignore[no-untyped-call]
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return cls(ApiClient())
+
+    async def close(self) -> None:
+        await self._api.close()  # type: ignore[no-untyped-call]
+
+    # -- pods ----------------------------------------------------------------------------
+    async def list_session_pods(self, namespace: str, session: str) -> tuple[PodView, ...]:
+        try:
+            pods = await self._core.list_namespaced_pod(
+                namespace,
+                label_selector=n.session_selector(session),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except (ApiException, OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"listing pods of {namespace}/{session}") from exc
+        serialize = self._api.sanitize_for_serialization
+        return tuple(pod_view(serialize(p)) for p in pods.items or [])  # type: ignore[no-untyped-call]
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a pod; False if one of that name exists already (creating is idempotent)."""
+        try:
+            pod = V1Pod.from_dict(dict(body))
+            assert pod is not None
+            await self._core.create_namespaced_pod(namespace, pod, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            if not _retryable(exc):
+                raise
+            raise _unavailable(exc, f"creating pod {body['metadata']['name']}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"creating pod {body['metadata']['name']}") from exc
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Ask for the pod's deletion with its own grace period (SIGTERM → flush → exit)."""
+        try:
+            await self._core.delete_namespaced_pod(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
+
+    # -- the workers' credentials -----------------------------------------------------------
+    async def ensure_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        try:
+            await self._core.patch_namespaced_secret(
+                name,
+                namespace,
+                {"data": body["data"], "metadata": {"labels": body["metadata"]["labels"]}},
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _unavailable(exc, f"updating secret {namespace}/{name}") from exc
+        secret = V1Secret.from_dict(dict(body))
+        assert secret is not None
+        await self._core.create_namespaced_secret(
+            namespace, secret, _request_timeout=REQUEST_TIMEOUT
+        )
+
+    # -- kopf peering ------------------------------------------------------------------------
+    async def ensure_peering(self, namespace: str, name: str) -> bool:
+        """Create kopf's KopfPeering object (kopf waits for it when its CRD exists); False if absent."""
+        body = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        try:
+            await self._custom.create_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", body, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return True
+            if exc.status == 404:
+                return False  # no peering CRD: kopf runs standalone
+            raise _unavailable(exc, f"creating KopfPeering {namespace}/{name}") from exc
+        return True
+
+    # -- VoiceSessions ------------------------------------------------------------------------
+    async def patch_session_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> bool:
+        """Merge-patch the status subresource; False if the session is gone."""
+        try:
+            await self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _unavailable(exc, f"writing status of {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"writing status of {namespace}/{name}") from exc
+        return True
+
+    async def annotate_session(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> bool:
+        """Merge-patch annotations (the webhook's wake-up mark); False if the session is gone."""
+        try:
+            await self._custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"metadata": {"annotations": dict(annotations)}},
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _unavailable(exc, f"annotating {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"annotating {namespace}/{name}") from exc
+        return True

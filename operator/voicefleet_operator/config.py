@@ -1,0 +1,184 @@
+"""The operator's settings: a frozen object read once from the environment at startup.
+
+Nothing else in the operator reads `os.environ`. The LiveKit API secret is kept out of
+`repr()` so that logging the settings never prints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    """What every worker pod gets unless the VoiceSession overrides it (spec.worker)."""
+
+    image: str = "voicefleet-worker:dev"
+    command: tuple[str, ...] = ("python", "-m", "voicefleet_worker")
+    image_pull_policy: str = "IfNotPresent"
+    # The Secret (in the sessions' namespace) holding LIVEKIT_API_KEY / LIVEKIT_API_SECRET
+    # (and optionally LETTA_API_KEY) for the workers; the operator keeps it in step.
+    secret_name: str = "voicefleet-worker-credentials"
+    livekit_url: str = ""
+    letta_base_url: str = ""
+    plugins: str = "offline"
+    health_port: int = 8081
+    flush_timeout_seconds: int = 10
+    cpu_request: str = "250m"
+    memory_request: str = "512Mi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    run_as_user: int = 10001
+
+    @property
+    def termination_grace_seconds(self) -> int:
+        # SIGTERM → the worker flushes Letta writes within flush_timeout, then exits.
+        return self.flush_timeout_seconds + 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    namespace: str = "voicefleet"
+    livekit_url: str = "ws://127.0.0.1:7880"
+    livekit_api_key: str = ""
+    livekit_api_secret: str = dataclasses.field(default="", repr=False)
+    letta_api_key: str = dataclasses.field(default="", repr=False)
+    worker: WorkerSettings = dataclasses.field(default_factory=WorkerSettings)
+    bind_host: str = "127.0.0.1"
+    webhook_port: int = 8090  # 0: no webhook receiver
+    metrics_port: int = 9090  # 0: no metrics endpoint
+    health_port: int = 8080  # kopf liveness (/healthz); 0: none
+    room_check_seconds: float = 10.0
+    one_connection_per_agent: bool = True
+    peering_name: str = "voicefleet-operator"
+    peering_priority: int = 0
+    # A crashed replica's peering record blocks its successor (same priority) until it
+    # expires: short enough for a quick restart, longer than kopf's keep-alive margin.
+    peering_lifetime_seconds: int = 20
+    standalone: bool = False
+    finalizer_budget_seconds: float = 60.0  # then the room is left to LiveKit's empty timeout
+
+    @property
+    def livekit_http_url(self) -> str:
+        """The server API URL (the room service speaks HTTP on the same port as ws)."""
+        url = self.livekit_url
+        for ws, http in (("wss://", "https://"), ("ws://", "http://")):
+            if url.startswith(ws):
+                return http + url[len(ws) :]
+        return url
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+
+def _json(env: Mapping[str, str], key: str, kind: type, default: Any) -> Any:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{key} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} must be a JSON {kind.__name__}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (default: the process environment). Call once, at startup."""
+    env = os.environ if env is None else env
+    livekit_url = env.get("LIVEKIT_URL", "").strip()
+    key, secret = env.get("LIVEKIT_API_KEY", "").strip(), env.get("LIVEKIT_API_SECRET", "").strip()
+    missing = [
+        k
+        for k, v in (
+            ("LIVEKIT_URL", livekit_url),
+            ("LIVEKIT_API_KEY", key),
+            ("LIVEKIT_API_SECRET", secret),
+        )
+        if not v
+    ]
+    if missing:
+        raise ConfigError(f"missing environment variable(s): {', '.join(missing)}")
+    letta = env.get("LETTA_BASE_URL", "").strip()
+    defaults = WorkerSettings()
+    command = env.get("VOICEFLEET_WORKER_COMMAND", "").strip()
+    worker = WorkerSettings(
+        image=env.get("VOICEFLEET_WORKER_IMAGE", "").strip() or defaults.image,
+        command=tuple(shlex.split(command)) if command else defaults.command,
+        image_pull_policy=env.get("VOICEFLEET_WORKER_IMAGE_PULL_POLICY", "").strip()
+        or defaults.image_pull_policy,
+        secret_name=env.get("VOICEFLEET_WORKER_SECRET", "").strip() or defaults.secret_name,
+        livekit_url=env.get("VOICEFLEET_WORKER_LIVEKIT_URL", "").strip() or livekit_url,
+        letta_base_url=env.get("VOICEFLEET_WORKER_LETTA_BASE_URL", "").strip() or letta,
+        plugins=env.get("VOICEFLEET_PLUGINS", "").strip() or defaults.plugins,
+        health_port=_int(env, "VOICEFLEET_WORKER_HEALTH_PORT", defaults.health_port),
+        flush_timeout_seconds=_int(
+            env, "VOICEFLEET_FLUSH_TIMEOUT_SECONDS", defaults.flush_timeout_seconds
+        ),
+        cpu_request=env.get("VOICEFLEET_WORKER_CPU_REQUEST", "").strip() or defaults.cpu_request,
+        memory_request=env.get("VOICEFLEET_WORKER_MEMORY_REQUEST", "").strip()
+        or defaults.memory_request,
+        cpu_limit=env.get("VOICEFLEET_WORKER_CPU_LIMIT", "").strip() or defaults.cpu_limit,
+        memory_limit=env.get("VOICEFLEET_WORKER_MEMORY_LIMIT", "").strip() or defaults.memory_limit,
+        tolerations=tuple(_json(env, "VOICEFLEET_WORKER_TOLERATIONS", list, [])),
+        node_selector=_json(env, "VOICEFLEET_WORKER_NODE_SELECTOR", dict, {}),
+    )
+    return Settings(
+        namespace=env.get("NAMESPACE", "").strip() or "voicefleet",
+        livekit_url=livekit_url,
+        livekit_api_key=key,
+        livekit_api_secret=secret,
+        letta_api_key=env.get("LETTA_API_KEY", "").strip(),
+        worker=worker,
+        bind_host=env.get("VOICEFLEET_BIND_HOST", "").strip() or "127.0.0.1",
+        webhook_port=_int(env, "VOICEFLEET_WEBHOOK_PORT", 8090),
+        metrics_port=_int(env, "VOICEFLEET_METRICS_PORT", 9090),
+        health_port=_int(env, "VOICEFLEET_HEALTH_PORT", 8080),
+        room_check_seconds=_float(env, "VOICEFLEET_ROOM_CHECK_SECONDS", 10.0),
+        one_connection_per_agent=_bool(env, "VOICEFLEET_ONE_CONNECTION_PER_AGENT", True),
+        peering_name=env.get("VOICEFLEET_PEERING_NAME", "").strip() or "voicefleet-operator",
+        peering_priority=_int(env, "VOICEFLEET_PEERING_PRIORITY", 0),
+        peering_lifetime_seconds=_int(env, "VOICEFLEET_PEERING_LIFETIME_SECONDS", 20),
+        standalone=_bool(env, "VOICEFLEET_STANDALONE", False),
+        finalizer_budget_seconds=_float(env, "VOICEFLEET_FINALIZER_BUDGET_SECONDS", 60.0),
+    )

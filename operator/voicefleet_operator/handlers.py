@@ -1,0 +1,260 @@
+"""kopf registration only: each handler is a few lines that call `reconcile`.
+
+Why a daemon and not create/update/resume handlers: a connection is a process in time
+(timeouts, grace periods, periodic room checks), not a reaction to spec changes. One
+long-lived loop per VoiceSession runs observe → plan → apply passes, serialized per session,
+and sleeps until its next deadline or until something wakes it: any change of the session
+(spec, the webhook's annotation), any change of its worker pods. kopf starts the loop on
+create and on operator start (resume), and stops it on deletion, where the `teardown`
+handler (behind the finalizer) takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from livekit import api as lkapi
+
+from . import naming as n
+from .api import GROUP, PLURAL, VERSION, parse_status
+from .clients.kube import KubeClient, pod_view
+from .clients.livekit import LiveKitClient, LiveKitUnavailable
+from .config import Settings
+from .manifests import build_worker_secret
+from .metrics import Metrics, serve_metrics
+from .plan import PodView
+from .reconcile import (
+    RetryLater,
+    Runtime,
+    current_connection,
+    holds_agent,
+    reconcile_session,
+    sweep_orphan_rooms,
+    teardown_session,
+)
+from .webhook import make_app, start_webhook_server
+
+log = logging.getLogger("voicefleet.operator")
+SWEEP_SECONDS = 60.0
+SAFETY_RECHECK = 300.0
+COALESCE_SECONDS = 0.05
+
+
+def _event_sink(body: Any, type_: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type_, reason=reason, message=message)
+
+
+def _wake(memo: Any, key: str) -> None:
+    event = memo.wakers.get(key)
+    if event is not None:
+        event.set()
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg: Settings = memo.settings
+    settings.persistence.finalizer = n.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=n.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=n.KOPF_PREFIX, key="last-handled-configuration"
+    )
+    # Keep watches alive and bounded: the server ends each stream before the client gives up.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # No cluster-wide CRD/namespace scanning: the served namespace is fixed (least privilege).
+    settings.scanning.disabled = True
+    settings.peering.name = cfg.peering_name
+    settings.peering.priority = cfg.peering_priority
+    settings.peering.lifetime = cfg.peering_lifetime_seconds
+    settings.peering.standalone = cfg.standalone
+    settings.peering.stealth = True
+    settings.posting.reporting_component = n.MANAGER
+    settings.background.cancellation_polling = 5
+
+    metrics = Metrics()
+    kube = await KubeClient.connect()
+    livekit = LiveKitClient(cfg.livekit_http_url, cfg.livekit_api_key, cfg.livekit_api_secret)
+    memo.runtime = Runtime(
+        settings=cfg, kube=kube, livekit=livekit, metrics=metrics, record_event=_event_sink
+    )
+    memo.wakers = {}
+    memo.current = {}
+    memo.seen = {}
+    await kube.ensure_secret(cfg.namespace, build_worker_secret(cfg.namespace, cfg))
+    if not cfg.standalone:
+        await kube.ensure_peering(cfg.namespace, cfg.peering_name)
+    if cfg.metrics_port:
+        serve_metrics(cfg.bind_host, cfg.metrics_port)
+    memo.webhook = None
+    if cfg.webhook_port:
+        receiver = lkapi.WebhookReceiver(
+            lkapi.TokenVerifier(cfg.livekit_api_key, cfg.livekit_api_secret)
+        )
+
+        async def mark(session: str, value: str) -> bool:
+            _wake(memo, n.session_key(cfg.namespace, session))
+            return await kube.annotate_session(
+                cfg.namespace, session, {n.ANNOTATION_LIVEKIT_EVENT: value}
+            )
+
+        app = make_app(receiver, mark, lambda e, r: metrics.webhooks.labels(e, r).inc())
+        memo.webhook = await start_webhook_server(app, cfg.bind_host, cfg.webhook_port)
+    memo.sweeper = asyncio.create_task(_sweep_forever(memo))
+    log.info("voicefleet operator started: namespace %s, settings %r", cfg.namespace, cfg)
+
+
+async def _sweep_forever(memo: kopf.Memo) -> None:
+    rt: Runtime = memo.runtime
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            deleted = await sweep_orphan_rooms(rt, dict(memo.current))
+            for room in deleted:
+                log.info("deleted orphan room %s", room)
+        except LiveKitUnavailable as exc:
+            log.warning("orphan sweep skipped: %s", exc)
+        except Exception:
+            log.exception("orphan sweep failed")
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    sweeper = getattr(memo, "sweeper", None)
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+    if getattr(memo, "webhook", None) is not None:
+        await memo.webhook.cleanup()
+    rt: Runtime | None = getattr(memo, "runtime", None)
+    if rt is not None:
+        await rt.livekit.aclose()
+        await rt.kube.close()
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def agent_holders(
+    name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, str] | None:
+    """Letta agent id → the session holding it (a live connection with a room)."""
+    agent = spec.get("agentId")
+    if agent and holds_agent(parse_status(dict(status))):
+        return {str(agent): name}
+    return None
+
+
+@kopf.index("", "v1", "pods", labels={n.LABEL_MANAGED_BY: n.MANAGER})
+def worker_pods(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, PodView] | None:
+    """Session name → its worker pods, as the plan sees them (kept by kopf from the watch)."""
+    session = labels.get(n.LABEL_SESSION)
+    return {session: pod_view(body)} if session else None
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def session_changed(
+    name: str,
+    namespace: str | None,
+    type: str,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: Any,
+    **_: Any,
+) -> None:
+    key = n.session_key(namespace or "", name)
+    if type == "DELETED":
+        memo.current.pop(name, None)
+        memo.seen.pop(key, None)
+        return
+    parsed = parse_status(dict(status))
+    current = current_connection(parsed)
+    if current is not None:
+        memo.current[name] = current
+    # The echo of this operator's own status write changes nothing it did not know: no wake.
+    # Anything else (spec, the webhook's mark, deletion, someone else's write) wakes the loop.
+    seen = (
+        meta.get("generation"),
+        meta.get("annotations", {}).get(n.ANNOTATION_LIVEKIT_EVENT),
+        meta.get("deletionTimestamp"),
+    )
+    own_echo = memo.seen.get(key) == seen and memo.runtime.statuses.get(key) == parsed
+    memo.seen[key] = seen
+    if not own_echo:
+        _wake(memo, key)
+
+
+@kopf.on.event("", "v1", "pods", labels={n.LABEL_MANAGED_BY: n.MANAGER})
+def worker_pod_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+    session = labels.get(n.LABEL_SESSION)
+    if session:
+        _wake(memo, n.session_key(namespace or "", session))
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="connection", cancellation_timeout=60)
+async def connection_loop(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    rt: Runtime = memo.runtime
+    agent_holders: kopf.Index[str, str] = kwargs["agent_holders"]
+    pods: kopf.Index[str, PodView] = kwargs["worker_pods"]
+    key = n.session_key(namespace or "", name)
+    wake: asyncio.Event = memo.wakers.setdefault(key, asyncio.Event())
+    while not stopped:
+        wake.clear()
+        async with rt.lock(key):
+            if stopped:
+                break
+            agent = body.get("spec", {}).get("agentId")
+            holders = list(agent_holders.get(agent, ())) if agent else []
+            try:
+                delay = await reconcile_session(rt, body, holders, list(pods.get(name, ())))
+            except Exception:  # never a crash loop: log, count, look again later
+                log.exception("session %s: reconcile failed", key)
+                rt.metrics.errors.labels("ReconcileError").inc()
+                delay = 5.0
+        await _sleep(wake, stopped, SAFETY_RECHECK if delay is None else delay)
+        if wake.is_set() and not stopped:
+            # Events come in bursts (a pod's scheduling, container and readiness updates):
+            # one pass after a short settle sees them all.
+            await asyncio.sleep(COALESCE_SECONDS)
+    memo.wakers.pop(key, None)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Until `seconds` pass, something wakes the session, or kopf stops its loop."""
+    if seconds <= 0:
+        return
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="teardown")
+async def teardown(
+    body: kopf.Body, name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any
+) -> None:
+    rt: Runtime = memo.runtime
+    key = n.session_key(namespace or "", name)
+    _wake(memo, key)
+    since = meta.get("deletionTimestamp")
+    started = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else datetime.now(UTC)
+    async with rt.lock(key):
+        try:
+            await teardown_session(rt, body, (datetime.now(UTC) - started).total_seconds())
+        except RetryLater as exc:
+            raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc

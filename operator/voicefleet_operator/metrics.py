@@ -1,0 +1,68 @@
+"""Prometheus metrics of the operator, and the HTTP endpoint that serves them.
+
+Sessions by phase, reconcile latency, connection start latency per step (from the start of
+a connection to: room open, worker ready, dispatched, agent joined), errors by reason,
+connection ends by reason, webhooks by event and result.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+_STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.sessions = Gauge(
+            "voicefleet_sessions", "VoiceSessions by phase", ["phase"], registry=registry
+        )
+        self.reconcile_seconds = Histogram(
+            "voicefleet_reconcile_seconds",
+            "Duration of one reconcile pass (observe, plan, apply, status)",
+            registry=registry,
+        )
+        self.connection_step_seconds = Histogram(
+            "voicefleet_connection_step_seconds",
+            "Seconds from the start of a connection to each step",
+            ["step"],
+            buckets=_STEP_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "voicefleet_errors_total", "Errors by reason", ["reason"], registry=registry
+        )
+        self.connections_ended = Counter(
+            "voicefleet_connections_ended_total",
+            "Connections ended, by end reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.webhooks = Counter(
+            "voicefleet_webhooks_total",
+            "LiveKit webhooks by event and result",
+            ["event", "result"],
+            registry=registry,
+        )
+        self._phases: dict[str, str] = {}
+
+    def set_phase(self, session: str, phase: str | None) -> None:
+        """Track one session's phase (None: the session is gone)."""
+        old = self._phases.pop(session, None)
+        if old is not None:
+            self.sessions.labels(old).dec()
+        if phase is not None:
+            self._phases[session] = phase
+            self.sessions.labels(phase).inc()
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Serve /metrics on host:port (a daemon thread of prometheus_client)."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+from opfixtures import ENV
+
+from voicefleet_operator.config import ConfigError, load_settings
+
+
+def test_settings_come_from_the_environment() -> None:
+    s = load_settings(ENV)
+    assert s.namespace == "voicefleet"
+    assert s.livekit_http_url == "http://127.0.0.1:7880"
+    assert s.worker.image == "voicefleet-worker:test"
+    assert s.worker.livekit_url == "ws://127.0.0.1:7880"
+    assert s.worker.letta_base_url == "http://127.0.0.1:8283"
+    assert s.worker.tolerations[0]["key"] == "kwok.x-k8s.io/node"
+    assert s.bind_host == "127.0.0.1"
+
+
+def test_missing_livekit_settings_are_named() -> None:
+    with pytest.raises(ConfigError, match="LIVEKIT_API_SECRET"):
+        load_settings({"LIVEKIT_URL": "ws://x", "LIVEKIT_API_KEY": "k"})
+
+
+def test_malformed_numbers_and_json_are_named() -> None:
+    with pytest.raises(ConfigError, match="VOICEFLEET_WEBHOOK_PORT"):
+        load_settings({**ENV, "VOICEFLEET_WEBHOOK_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="VOICEFLEET_WORKER_TOLERATIONS"):
+        load_settings({**ENV, "VOICEFLEET_WORKER_TOLERATIONS": "{"})
+
+
+def test_the_api_secret_never_shows_in_the_settings_repr() -> None:
+    s = load_settings({**ENV, "LETTA_API_KEY": "letta-secret-key"})
+    assert ENV["LIVEKIT_API_SECRET"] not in repr(s)
+    assert "letta-secret-key" not in repr(s)
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(ENV)
+    with pytest.raises(AttributeError):
+        s.namespace = "other"  # type: ignore[misc]
