@@ -34,6 +34,9 @@ ANNOTATION_AGENT_ID = f"{GROUP}/agent-id"
 ANNOTATION_ROOM = f"{GROUP}/room"
 # Set by the webhook receiver: a change here wakes the session's reconcile loop.
 ANNOTATION_LIVEKIT_EVENT = f"{GROUP}/livekit-event"
+# Set by the gateway (DELETE /api/sessions/{name}/connection) to the id of the connection the
+# user ends. Honoured only while that connection is the current, live one.
+ANNOTATION_END_CONNECTION = f"{GROUP}/end-connection"
 FINALIZER = f"{GROUP}/teardown"
 # kopf's own bookkeeping (progress, diff base) lives under this prefix, not in status.
 KOPF_PREFIX = f"operator.{GROUP}"

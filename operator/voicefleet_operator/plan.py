@@ -80,6 +80,7 @@ class Observation:
     agent_holder: str | None = None  # another session with a live connection to spec.agentId
     room_suffix: str = "aaaaa"
     pod_suffix: str = "aaaaa"
+    end_requested: int | None = None  # the connection id the user asked to end (annotation)
 
 
 # -- what to do ---------------------------------------------------------------------------
@@ -295,6 +296,8 @@ def _progress(
     why = ""
     if spec.connection > conn.id:
         end, why = EndReason.SUPERSEDED, f"connection {spec.connection} was requested"
+    elif obs.end_requested == conn.id:
+        end, why = EndReason.USER_LEFT, f"the user ended connection {conn.id}"
     elif (
         conn.user_left_at is not None
         and b.due_in(conn.user_left_at, spec.reconnect_grace_seconds) <= 0

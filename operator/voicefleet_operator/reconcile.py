@@ -159,6 +159,7 @@ async def observe(
     indexed_holders: Collection[str],
     generation: int,
     known_pods: Iterable[PodView] | None = None,
+    end_requested: int | None = None,
 ) -> Observation:
     """What is: the session's pods (from kopf's pod index when given, else a LIST), its room."""
     if known_pods is not None:
@@ -188,6 +189,7 @@ async def observe(
         agent_holder=holder,
         room_suffix=n.random_suffix(),
         pod_suffix=n.random_suffix(),
+        end_requested=end_requested,
     )
 
 
@@ -287,6 +289,14 @@ def _record_steps(
         metrics.connections_ended.labels(new.end_reason.value).inc()
 
 
+def _end_requested(body: Mapping[str, Any]) -> int | None:
+    raw = (body["metadata"].get("annotations") or {}).get(n.ANNOTATION_END_CONNECTION)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None  # not ours to interpret; the gateway writes integers only
+
+
 # -- one pass -------------------------------------------------------------------------------
 async def reconcile_session(
     rt: Runtime,
@@ -314,7 +324,8 @@ async def reconcile_session(
     except ValidationError as exc:
         spec, invalid = None, _validation_message(exc)
     try:
-        obs = await observe(rt, ref, spec, status, indexed_holders, generation, known_pods)
+        obs = await observe(rt, ref, spec, status, indexed_holders, generation, known_pods,
+                            _end_requested(body))
     except KubernetesUnavailable as exc:
         return _backoff(rt, key, str(exc), "KubernetesUnavailable")
     result: Plan = (

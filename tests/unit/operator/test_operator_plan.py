@@ -226,6 +226,23 @@ def test_superseded_connection_is_torn_down_before_the_next_one_starts() -> None
     assert p.status.connections_total == 2 and p.status.phase is Phase.CONNECTING
 
 
+def test_user_ending_the_current_connection_tears_it_down_to_idle() -> None:
+    spec1 = spec_()
+    p = step(spec1, running(spec1), 5, room=room(AGENT, ALICE), pods=(pod(),), end_requested=1)
+    assert p.status.connection and p.status.connection.end_reason is EndReason.USER_LEFT
+    assert world(p) == [DeletePod(POD1), DeleteRoom(ROOM1)]
+    p = step(spec1, p.status, 6, room=RoomView(exists=False), pods=(), end_requested=1)
+    assert p.status.connection and p.status.connection.ended_at == at(6)
+    assert p.status.phase is Phase.IDLE
+
+
+def test_a_request_to_end_another_connection_changes_nothing() -> None:
+    spec1 = spec_()
+    p = step(spec1, running(spec1), 5, room=room(AGENT, ALICE), pods=(pod(),), end_requested=7)
+    assert p.status.connection and p.status.connection.end_reason is None
+    assert not any(isinstance(a, (DeletePod, DeleteRoom)) for a in world(p))
+
+
 def test_rapid_double_bump_starts_only_the_last_connection() -> None:
     spec3 = spec_(connection=3)
     p = step(spec3, running(spec_()), 5, room=room(AGENT), pods=(pod(),))
