@@ -182,6 +182,7 @@ def session_changed(
     seen = (
         meta.get("generation"),
         meta.get("annotations", {}).get(n.ANNOTATION_LIVEKIT_EVENT),
+        meta.get("annotations", {}).get(n.ANNOTATION_END_CONNECTION),
         meta.get("deletionTimestamp"),
     )
     own_echo = memo.seen.get(key) == seen and memo.runtime.statuses.get(key) == parsed

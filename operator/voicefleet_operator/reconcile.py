@@ -180,6 +180,13 @@ async def observe(
     holder = None
     if spec is not None and rt.settings.one_connection_per_agent:
         holder = rt.claims.holder(spec.agent_id, ref.name, indexed_holders)
+        if holder is not None and holder in indexed_holders:
+            # kopf's index can lag behind (or miss) the holder's release; before keeping a
+            # user waiting, ask the API server whether that session still holds the agent.
+            current = await rt.kube.read_session_status(ref.namespace, holder)
+            if current is None or not holds_agent(parse_status(current)):
+                others = [h for h in indexed_holders if h not in (holder, ref.name)]
+                holder = rt.claims.holder(spec.agent_id, ref.name, others)
     return Observation(
         now=now_utc(),
         generation=generation,

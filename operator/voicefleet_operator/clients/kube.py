@@ -180,6 +180,20 @@ class KubeClient:
         return True
 
     # -- VoiceSessions ------------------------------------------------------------------------
+    async def read_session_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The status of a VoiceSession as the API server has it now; None if it is gone."""
+        try:
+            body: Any = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _unavailable(exc, f"reading {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"reading {namespace}/{name}") from exc
+        return dict(body.get("status") or {})
+
     async def patch_session_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> bool:
