@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,18 @@ def worker_available(stack_dir: Path) -> str | None:
     return None
 
 
+def _pad_with_silence(src: Path, dst: Path, before: float, after: float) -> None:
+    """Chromium loops the fake microphone file: without a pause after the sentence the
+    speaker never stops, so VAD never ends the turn. Pad it like a person pausing."""
+    with wave.open(str(src), "rb") as r:
+        params, frames = r.getparams(), r.readframes(r.getnframes())
+    step = params.sampwidth * params.nchannels
+    with wave.open(str(dst), "wb") as w:
+        w.setparams(params)
+        w.writeframes(b"\0" * step * int(params.framerate * before) + frames
+                      + b"\0" * step * int(params.framerate * after))
+
+
 def test_conversation_connect_speak_type_disconnect_reconnect(
     browser_ready: None, e2e_gateway: Gateway | str, e2e_letta: Letta,
     stack_env: dict[str, str], stack_dir: Path, tmp_path: Path,
@@ -114,9 +127,11 @@ def test_conversation_connect_speak_type_disconnect_reconnect(
         pytest.skip(reason)
     if e2e_letta.stand_in:
         pytest.skip("Letta is not running in the stack (a stand-in only lists agents)")
-    wav = tmp_path / "hello.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), "Hello agent, how are you today?"],
+    spoken = tmp_path / "spoken.wav"
+    subprocess.run(["espeak-ng", "-w", str(spoken), "Hello agent, how are you today?"],
                    check=True, timeout=30)
+    wav = tmp_path / "hello.wav"
+    _pad_with_silence(spoken, wav, before=1.0, after=5.0)
     result = run_browser(
         e2e_gateway, stack_env["GATEWAY_TOKEN"], "conversation", tmp_path,
         E2E_MODE="converse", MIC_WAV=str(wav), CYCLES="5",
