@@ -239,8 +239,9 @@ def plan_invalid_spec(
             )
         )
     if conn is not None and not conn.ended:
-        conn = _teardown(conn, obs, b, limits)
-    b.actions.extend(DeletePod(p.name) for p in obs.pods if not p.deleting)
+        conn = _teardown(conn, obs, b, limits)  # deletes the pods itself
+    else:
+        b.actions.extend(DeletePod(p.name) for p in obs.pods if not p.deleting)
     if obs.pods:
         b.wait(WAIT_SHORT)
     b.cond(Type.READY, "False", Reason.INVALID_SPEC, message[:1024])
@@ -591,7 +592,9 @@ def _teardown(
     b.actions.extend(DeletePod(p.name) for p in obs.pods if not p.deleting)
     pods_gone = not obs.pods
     room_gone = conn.room is None or (obs.room is not None and not obs.room.exists)
-    if conn.room is not None and obs.room is not None and obs.room.exists:
+    if pods_gone and conn.room is not None and obs.room is not None and obs.room.exists:
+        # SPEC rule 2's order: the worker leaves the room on its own (SIGTERM, memory flush,
+        # exit) before the room goes; deleting it under the worker only makes noise.
         b.actions.append(DeleteRoom(conn.room))
     if conn.room is not None and obs.room is None:
         # LiveKit cannot be asked. Wait for it a bounded time; after that the room is left

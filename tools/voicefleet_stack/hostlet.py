@@ -253,13 +253,27 @@ class Hostlet:
             run.ports[p.container_port] = _free_port()
         policy = run.spec.restart_policy or "Always"
         while not run.deleting and not self.stop.is_set():
-            try:
-                argv = self._argv(container)
-                env = self._resolve_env(run, container)
-            except Exception as exc:
-                log.warning("pod %s/%s cannot start: %s", run.namespace, run.name, exc)
+            # Like the kubelet, retry a container config that cannot be resolved yet: the
+            # Node authorizer learns of the pod -> secret edge a moment after binding.
+            argv, env, error = None, None, ""
+            deadline = time.monotonic() + 30
+            delay = 0.2
+            while argv is None and not run.deleting:
+                try:
+                    argv = self._argv(container)
+                    env = self._resolve_env(run, container)
+                except Exception as exc:
+                    argv, error = None, str(exc)
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, 3.0)
+            if argv is None or env is None:
+                if run.deleting:
+                    return
+                log.warning("pod %s/%s cannot start: %s", run.namespace, run.name, error)
                 self.patch_status(run, phase="Failed", terminated={"exitCode": 128, "reason": "StartError",
-                                                                     "message": str(exc)})
+                                                                     "message": error})
                 return
             log_path = self.log_dir / f"{run.namespace}_{run.name}.log"
             with open(log_path, "ab") as out, run.lock:

@@ -146,11 +146,14 @@ def test_user_leaving_ends_the_connection_and_awaits_room_and_pod() -> None:
     p = step(spec, status, 5, room=room(AGENT, ALICE), pods=(pod(),))
     assert p.status.connection and p.status.connection.user_joined_at == at(5)
     p = step(spec, p.status, 9, room=room(AGENT), pods=(pod(),))
-    assert world(p) == [DeletePod(POD1), DeleteRoom(ROOM1)]
+    assert world(p) == [DeletePod(POD1)]  # the worker leaves (SIGTERM, flush) before the room goes
     assert p.status.connection and p.status.connection.end_reason is EndReason.USER_LEFT
     assert ready(p) == ("False", Reason.ENDING)
     p = step(spec, p.status, 10, room=room(), pods=(pod(deleting=True),))
     assert p.status.connection and p.status.connection.ended_at is None and p.requeue_after == 1.0
+    assert world(p) == []
+    p = step(spec, p.status, 10.5, room=room(), pods=())
+    assert world(p) == [DeleteRoom(ROOM1)]
     p = step(spec, p.status, 11, room=RoomView(exists=False), pods=())
     assert (
         p.status.phase is Phase.IDLE
@@ -213,7 +216,9 @@ def test_superseded_connection_is_torn_down_before_the_next_one_starts() -> None
     spec2 = spec_(connection=2)
     p = step(spec2, running(spec1), 5, room=room(AGENT, ALICE), pods=(pod(),))
     assert p.status.connection and p.status.connection.end_reason is EndReason.SUPERSEDED
-    assert world(p) == [DeletePod(POD1), DeleteRoom(ROOM1)]
+    assert world(p) == [DeletePod(POD1)]
+    p = step(spec2, p.status, 5.5, room=room(), pods=())
+    assert world(p) == [DeleteRoom(ROOM1)]
     p = step(spec2, p.status, 6, room=RoomView(exists=False), pods=(pod(deleting=True),))
     assert not any(isinstance(a, CreatePod) for a in p.actions)
     p = step(spec2, p.status, 7, room=RoomView(exists=False), pods=())
@@ -230,7 +235,9 @@ def test_user_ending_the_current_connection_tears_it_down_to_idle() -> None:
     spec1 = spec_()
     p = step(spec1, running(spec1), 5, room=room(AGENT, ALICE), pods=(pod(),), end_requested=1)
     assert p.status.connection and p.status.connection.end_reason is EndReason.USER_LEFT
-    assert world(p) == [DeletePod(POD1), DeleteRoom(ROOM1)]
+    assert world(p) == [DeletePod(POD1)]
+    p = step(spec1, p.status, 5.5, room=room(), pods=(), end_requested=1)
+    assert world(p) == [DeleteRoom(ROOM1)]
     p = step(spec1, p.status, 6, room=RoomView(exists=False), pods=(), end_requested=1)
     assert p.status.connection and p.status.connection.ended_at == at(6)
     assert p.status.phase is Phase.IDLE
@@ -316,7 +323,9 @@ def test_image_pull_errors_fail_fast_with_the_reason() -> None:
         pods=(pod(ready=False, waiting_reason="ImagePullBackOff", waiting_message="not found"),),
     )
     assert p.status.connection and p.status.connection.end_reason is EndReason.WORKER_FAILED
-    assert DeletePod(POD1) in p.actions and DeleteRoom(ROOM1) in p.actions
+    assert DeletePod(POD1) in p.actions and DeleteRoom(ROOM1) not in p.actions
+    p = step(spec_(), p.status, 2.5, room=room())
+    assert DeleteRoom(ROOM1) in p.actions
     p = step(spec_(), p.status, 3, room=RoomView(exists=False))
     assert p.status.phase is Phase.FAILED and ready(p)[1] == Reason.IMAGE_PULL_FAILED
 
@@ -409,7 +418,7 @@ def test_invalid_spec_fails_with_a_message_and_stops_the_worker() -> None:
     )
     assert p.status.phase is Phase.FAILED
     assert ready(p) == ("False", Reason.INVALID_SPEC)
-    assert DeletePod(POD1) in p.actions and DeleteRoom(ROOM1) in p.actions
+    assert DeletePod(POD1) in p.actions and DeleteRoom(ROOM1) not in p.actions  # pod first
 
 
 # -- rule 5: every decision leaves a trace ---------------------------------------------------
