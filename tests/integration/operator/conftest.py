@@ -16,7 +16,9 @@ def kube(stack_env: dict[str, str]) -> Kube:
     return Kube(stack_env)
 
 
-@pytest.fixture(scope="session")
+# Module scope: while the test operator runs (peering priority 100) the stack's own operator
+# pauses; later test modules need the stack's operator (real workers on the host node).
+@pytest.fixture(scope="module")
 def operator(
     stack_env: dict[str, str], kube: Kube, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess | None]:
