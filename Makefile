@@ -42,7 +42,7 @@ status: ## show the local stack's processes
 
 lint: python ## ruff and mypy
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/ruff format --check . || true
+	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 
 test: deps ## install what is missing, then lint, unit and integration tests on the real stack

@@ -20,10 +20,17 @@ import pytest
 from voicefleet_stack.stack import read_env_file, voicefleet_home
 
 
-def _voicefleet(stack_dir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _voicefleet(
+    stack_dir: Path, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, VOICEFLEET_STACK_DIR=str(stack_dir))
-    return subprocess.run([sys.executable, "-m", "voicefleet_stack", *args], env=env, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "voicefleet_stack", *args],
+        env=env,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +45,9 @@ def stack_dir() -> Iterator[Path]:
     result = _voicefleet(directory, "up", "--detach")
     if result.returncode != 0:
         _voicefleet(directory, "down")
-        pytest.fail(f"`voicefleet up --detach` failed (exit {result.returncode}); logs in {directory}/logs")
+        pytest.fail(
+            f"`voicefleet up --detach` failed (exit {result.returncode}); logs in {directory}/logs"
+        )
     try:
         yield directory
     finally:
@@ -54,10 +63,20 @@ def stack_env(stack_dir: Path) -> dict[str, str]:
 def kubectl(stack_env: dict[str, str]):  # type: ignore[no-untyped-def]
     """Run the stack's kubectl as admin: kubectl("get", "pods") -> CompletedProcess."""
 
-    def run(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [f"{stack_env['VOICEFLEET_BIN']}/kubectl", f"--kubeconfig={stack_env['KUBECONFIG']}", *args],
-            input=stdin, text=True, capture_output=True, check=check, timeout=60,
+            [
+                f"{stack_env['VOICEFLEET_BIN']}/kubectl",
+                f"--kubeconfig={stack_env['KUBECONFIG']}",
+                *args,
+            ],
+            input=stdin,
+            text=True,
+            capture_output=True,
+            check=check,
+            timeout=60,
         )
 
     return run

@@ -331,8 +331,9 @@ async def reconcile_session(
     except ValidationError as exc:
         spec, invalid = None, _validation_message(exc)
     try:
-        obs = await observe(rt, ref, spec, status, indexed_holders, generation, known_pods,
-                            _end_requested(body))
+        obs = await observe(
+            rt, ref, spec, status, indexed_holders, generation, known_pods, _end_requested(body)
+        )
     except KubernetesUnavailable as exc:
         return _backoff(rt, key, str(exc), "KubernetesUnavailable")
     result: Plan = (

@@ -68,22 +68,32 @@ def e2e_letta(stack_env: dict[str, str]) -> Iterator[Letta]:
 
 @pytest.fixture(scope="session")
 def e2e_gateway(
-    stack_env: dict[str, str], e2e_letta: Letta, kubectl: Any,
+    stack_env: dict[str, str],
+    e2e_letta: Letta,
+    kubectl: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway | str]:
     """The stack's gateway URL if it serves, else a Gateway started here."""
     url = stack_env.get("GATEWAY_URL", "")
     with contextlib.suppress(httpx.HTTPError):
-        if url and httpx.get(f"{url}/healthz", timeout=2).status_code == 200 \
-                and not e2e_letta.stand_in:
+        if (
+            url
+            and httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            and not e2e_letta.stand_in
+        ):
             yield url
             return
     folder = tmp_path_factory.mktemp("e2e-gateway")
     kubeconfig = gateway_kubeconfig_for(stack_env, kubectl, folder / "kubeconfig")
     try:
         gateway = start_gateway_process(
-            stack_env, kubeconfig=kubeconfig, letta_url=e2e_letta.url, log=folder / "gateway.log",
-            user=E2E_USER, GATEWAY_READY_TIMEOUT_SECONDS="180")
+            stack_env,
+            kubeconfig=kubeconfig,
+            letta_url=e2e_letta.url,
+            log=folder / "gateway.log",
+            user=E2E_USER,
+            GATEWAY_READY_TIMEOUT_SECONDS="180",
+        )
     except GatewayFailed as exc:
         pytest.fail(str(exc))
     yield gateway
@@ -92,7 +102,8 @@ def e2e_gateway(
 
 @pytest.fixture(scope="session")
 def e2e_stand_in_operator(
-    stack_env: dict[str, str], stack_dir: Path,
+    stack_env: dict[str, str],
+    stack_dir: Path,
 ) -> Iterator[StandInOperator]:
     """PLAYS THE OPERATOR'S PART for the e2e user; skips when the real operator runs."""
     if operator_running(stack_dir):
@@ -107,8 +118,12 @@ def e2e_stand_in_operator(
 
 @pytest.fixture(scope="session")
 def e2e_checkout_stack(
-    browser_ready: None, stack_env: dict[str, str], stack_dir: Path, e2e_letta: Letta,
-    kubectl: Any, tmp_path_factory: pytest.TempPathFactory,
+    browser_ready: None,
+    stack_env: dict[str, str],
+    stack_dir: Path,
+    e2e_letta: Letta,
+    kubectl: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Gateway, StandInWorker]]:
     """The operator of this checkout in a namespace of its own, a gateway for it, and the
     STAND-IN worker (joins each dispatched room as an AGENT participant)."""
@@ -126,9 +141,14 @@ def e2e_checkout_stack(
     kubeconfig = gateway_kubeconfig_for(stack_env, kubectl, folder / "kubeconfig")
     try:
         gateway = start_gateway_process(
-            stack_env, kubeconfig=kubeconfig, letta_url=e2e_letta.url,
-            log=folder / "gateway.log", user="e2e-op", NAMESPACE=namespace,
-            GATEWAY_READY_TIMEOUT_SECONDS="60")
+            stack_env,
+            kubeconfig=kubeconfig,
+            letta_url=e2e_letta.url,
+            log=folder / "gateway.log",
+            user="e2e-op",
+            NAMESPACE=namespace,
+            GATEWAY_READY_TIMEOUT_SECONDS="60",
+        )
     except GatewayFailed as exc:
         worker.stop()
         stop_checkout_operator(operator, kubectl, namespace)

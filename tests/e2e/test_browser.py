@@ -37,10 +37,20 @@ def run_browser(
     home = tempfile.mkdtemp(prefix="vf-e2e-")
     try:
         proc = subprocess.run(
-            [node, str(E2E / "browser.mjs")], cwd=E2E, capture_output=True, text=True,
-            timeout=900, check=False,
-            env={"PATH": os.environ.get("PATH", ""), "GATEWAY_URL": url, "GATEWAY_TOKEN": token,
-                 "ARTIFACTS": str(artifacts), "E2E_HOME": home, **env},
+            [node, str(E2E / "browser.mjs")],
+            cwd=E2E,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "GATEWAY_URL": url,
+                "GATEWAY_TOKEN": token,
+                "ARTIFACTS": str(artifacts),
+                "E2E_HOME": home,
+                **env,
+            },
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -52,8 +62,11 @@ def run_browser(
 
 
 def test_page_lists_agent_66(
-    browser_ready: None, e2e_gateway: Gateway | str, e2e_letta: Letta,
-    stack_env: dict[str, str], tmp_path: Path,
+    browser_ready: None,
+    e2e_gateway: Gateway | str,
+    e2e_letta: Letta,
+    stack_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     result = run_browser(e2e_gateway, stack_env["GATEWAY_TOKEN"], "lists-agents", tmp_path)
     assert "Agent_66" in [a["name"] for a in result["agents"]]
@@ -61,16 +74,25 @@ def test_page_lists_agent_66(
 
 
 def test_join_type_disconnect_reconnect_stand_in_operator(
-    browser_ready: None, e2e_stand_in_operator: StandInOperator, e2e_gateway: Gateway | str,
-    stack_env: dict[str, str], tmp_path: Path,
+    browser_ready: None,
+    e2e_stand_in_operator: StandInOperator,
+    e2e_gateway: Gateway | str,
+    stack_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """With the STAND-IN operator (no worker): the page gets a token, joins the real LiveKit
     room, sends a typed message on lk.chat, disconnects through the gateway (waiting for its
     answer) and reconnects, three times, each time in a new room."""
     if isinstance(e2e_gateway, str):
         pytest.skip("the stack's own gateway serves real sessions: the stand-in is not for it")
-    result = run_browser(e2e_gateway, stack_env["GATEWAY_TOKEN"], "join-stand-in", tmp_path,
-                         E2E_MODE="join", CYCLES="3")
+    result = run_browser(
+        e2e_gateway,
+        stack_env["GATEWAY_TOKEN"],
+        "join-stand-in",
+        tmp_path,
+        E2E_MODE="join",
+        CYCLES="3",
+    )
     assert [c["cycle"] for c in result["cycles"]] == [1, 2, 3]
     rooms = {c["info"].split("room ")[-1] for c in result["cycles"]}
     assert len(rooms) == 3
@@ -78,7 +100,8 @@ def test_join_type_disconnect_reconnect_stand_in_operator(
 
 
 def test_browser_with_the_checkout_operator_and_a_stand_in_worker(
-    e2e_checkout_stack: tuple[Gateway, StandInWorker], stack_env: dict[str, str],
+    e2e_checkout_stack: tuple[Gateway, StandInWorker],
+    stack_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """The real operator of this checkout; the STAND-IN worker greets and echoes typed
@@ -86,9 +109,15 @@ def test_browser_with_the_checkout_operator_and_a_stand_in_worker(
     transcript, gets an answer to a typed message, disconnects and reconnects (3 cycles)."""
     gateway, worker = e2e_checkout_stack
     result = run_browser(
-        gateway, stack_env["GATEWAY_TOKEN"], "checkout-operator", tmp_path,
-        E2E_MODE="converse", CYCLES="3", EXPECT_SPOKEN=StandInWorker.GREETING,
-        TYPED="hello there", EXPECT_TYPED="You said: hello there",
+        gateway,
+        stack_env["GATEWAY_TOKEN"],
+        "checkout-operator",
+        tmp_path,
+        E2E_MODE="converse",
+        CYCLES="3",
+        EXPECT_SPOKEN=StandInWorker.GREETING,
+        TYPED="hello there",
+        EXPECT_TYPED="You said: hello there",
         # This operator gets no LiveKit webhooks and checks rooms every 2 s: stay until it
         # saw the user, so leaving ends the connection (until it honours end-connection).
         WAIT_USER_SEEN="1",
@@ -114,13 +143,20 @@ def _pad_with_silence(src: Path, dst: Path, before: float, after: float) -> None
     step = params.sampwidth * params.nchannels
     with wave.open(str(dst), "wb") as w:
         w.setparams(params)
-        w.writeframes(b"\0" * step * int(params.framerate * before) + frames
-                      + b"\0" * step * int(params.framerate * after))
+        w.writeframes(
+            b"\0" * step * int(params.framerate * before)
+            + frames
+            + b"\0" * step * int(params.framerate * after)
+        )
 
 
 def test_conversation_connect_speak_type_disconnect_reconnect(
-    browser_ready: None, e2e_gateway: Gateway | str, e2e_letta: Letta,
-    stack_env: dict[str, str], stack_dir: Path, tmp_path: Path,
+    browser_ready: None,
+    e2e_gateway: Gateway | str,
+    e2e_letta: Letta,
+    stack_env: dict[str, str],
+    stack_dir: Path,
+    tmp_path: Path,
 ) -> None:
     reason = worker_available(stack_dir)
     if reason:
@@ -128,16 +164,23 @@ def test_conversation_connect_speak_type_disconnect_reconnect(
     if e2e_letta.stand_in:
         pytest.skip("Letta is not running in the stack (a stand-in only lists agents)")
     spoken = tmp_path / "spoken.wav"
-    subprocess.run(["espeak-ng", "-w", str(spoken), "Hello agent, how are you today?"],
-                   check=True, timeout=30)
+    subprocess.run(
+        ["espeak-ng", "-w", str(spoken), "Hello agent, how are you today?"], check=True, timeout=30
+    )
     wav = tmp_path / "hello.wav"
     _pad_with_silence(spoken, wav, before=1.0, after=5.0)
     result = run_browser(
-        e2e_gateway, stack_env["GATEWAY_TOKEN"], "conversation", tmp_path,
-        E2E_MODE="converse", MIC_WAV=str(wav), CYCLES="5",
+        e2e_gateway,
+        stack_env["GATEWAY_TOKEN"],
+        "conversation",
+        tmp_path,
+        E2E_MODE="converse",
+        MIC_WAV=str(wav),
+        CYCLES="5",
         # The scripted model of the local stack answers "You said: <words>".
         EXPECT_SPOKEN="You said",
-        TYPED="remember my cat is Tom", EXPECT_TYPED="OK, I will remember",
+        TYPED="remember my cat is Tom",
+        EXPECT_TYPED="OK, I will remember",
     )
     assert len(result["cycles"]) == 5
     assert all(c["answer"] for c in result["cycles"])

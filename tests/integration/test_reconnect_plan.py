@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 # -- helpers --------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def letta_agent(stack_env: dict[str, str]) -> Any:
     from letta_client import Letta
@@ -42,7 +43,10 @@ def letta_agent(stack_env: dict[str, str]) -> Any:
         name=f"plan-{uuid.uuid4().hex[:8]}",
         model=demo.llm_config.handle or f"openai-proxy/{demo.llm_config.model}",
         embedding=demo.embedding_config.handle or "openai/text-embedding-3-small",
-        memory_blocks=[{"label": "human", "value": ""}, {"label": "persona", "value": "A helpful agent."}],
+        memory_blocks=[
+            {"label": "human", "value": ""},
+            {"label": "persona", "value": "A helpful agent."},
+        ],
     )
     yield agent.id
     client.agents.delete(agent.id)
@@ -60,15 +64,30 @@ class Session:
         self.agent_id = agent_id
 
     def apply(self, connection: int) -> None:
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({
-            "apiVersion": "voicefleet.dev/v1alpha1", "kind": "VoiceSession",
-            "metadata": {"name": self.name, "namespace": self.ns},
-            "spec": {"agentId": self.agent_id, "userIdentity": self.user, "connection": connection,
-                     "reconnectGraceSeconds": 0, "joinTimeoutSeconds": 120},
-        }))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(
+                {
+                    "apiVersion": "voicefleet.dev/v1alpha1",
+                    "kind": "VoiceSession",
+                    "metadata": {"name": self.name, "namespace": self.ns},
+                    "spec": {
+                        "agentId": self.agent_id,
+                        "userIdentity": self.user,
+                        "connection": connection,
+                        "reconnectGraceSeconds": 0,
+                        "joinTimeoutSeconds": 120,
+                    },
+                }
+            ),
+        )
 
     def get(self) -> dict[str, Any]:
-        return json.loads(self.kubectl("-n", self.ns, "get", "voicesession", self.name, "-o", "json").stdout)
+        return json.loads(
+            self.kubectl("-n", self.ns, "get", "voicesession", self.name, "-o", "json").stdout
+        )
 
     def wait(self, phase: str, connection: int, timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -80,16 +99,34 @@ class Session:
                 if phase not in ("Idle", "Failed") or conn.get("endedAt"):
                     return status
             time.sleep(0.2)
-        raise AssertionError(f"{self.name}: not {phase} for connection {connection} in {timeout} s: {status}")
+        raise AssertionError(
+            f"{self.name}: not {phase} for connection {connection} in {timeout} s: {status}"
+        )
 
     def pods(self) -> list[str]:
-        out = self.kubectl("-n", self.ns, "get", "pods", "-l", f"voicefleet.dev/session={self.name}",
-                           "-o", "jsonpath={.items[*].metadata.name}").stdout
+        out = self.kubectl(
+            "-n",
+            self.ns,
+            "get",
+            "pods",
+            "-l",
+            f"voicefleet.dev/session={self.name}",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ).stdout
         return out.split()
 
     def delete(self) -> None:
-        self.kubectl("-n", self.ns, "delete", "voicesession", self.name, "--wait=true", "--timeout=60s",
-                     check=False)
+        self.kubectl(
+            "-n",
+            self.ns,
+            "delete",
+            "voicesession",
+            self.name,
+            "--wait=true",
+            "--timeout=60s",
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -101,15 +138,18 @@ def session(kubectl: Any, stack_env: dict[str, str], letta_agent: str) -> Any:
 
 
 async def _rooms(stack_env: dict[str, str]) -> list[str]:
-    lk = api.LiveKitAPI(stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"], stack_env["LIVEKIT_API_SECRET"])
+    lk = api.LiveKitAPI(
+        stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"], stack_env["LIVEKIT_API_SECRET"]
+    )
     try:
         return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
     finally:
         await lk.aclose()
 
 
-async def _talk(stack_env: dict[str, str], s: Session, room: str, text: str, expect: str,
-                within: float = 60) -> tuple[str, float, int]:
+async def _talk(
+    stack_env: dict[str, str], s: Session, room: str, text: str, expect: str, within: float = 60
+) -> tuple[str, float, int]:
     """Join `room` as the user, say `text`, wait for an answer containing `expect`, leave."""
     human = Human(stack_env, room, s.user)
     await human.join()
@@ -126,7 +166,9 @@ async def _talk(stack_env: dict[str, str], s: Session, room: str, text: str, exp
         await human.leave()
 
 
-def _connect_and_talk(s: Session, connection: int, text: str, expect: str) -> tuple[str, str, str, int]:
+def _connect_and_talk(
+    s: Session, connection: int, text: str, expect: str
+) -> tuple[str, str, str, int]:
     s.apply(connection)  # creates the session, or asks it for a fresh connection
     status = s.wait("Ready", connection)
     room, pod = status["connection"]["room"], status["connection"]["pod"]
@@ -139,14 +181,18 @@ def _worker_log_errors(stack_dir: Path, pods: list[str]) -> list[str]:
     for pod in pods:
         path = stack_dir / "logs" / "pods" / f"voicefleet_{pod}.log"
         if path.exists():
-            errors += [f"{pod}: {line}" for line in path.read_text().splitlines() if " ERROR " in line]
+            errors += [
+                f"{pod}: {line}" for line in path.read_text().splitlines() if " ERROR " in line
+            ]
     return errors
 
 
 # -- the plan -------------------------------------------------------------------------------
 
-def test_t1_basic_reconnect_gets_a_fresh_room_and_worker(session: Session, stack_env: dict[str, str],
-                                                          stack_dir: Path) -> None:
+
+def test_t1_basic_reconnect_gets_a_fresh_room_and_worker(
+    session: Session, stack_env: dict[str, str], stack_dir: Path
+) -> None:
     room1, pod1, _, _ = _connect_and_talk(session, 1, "hello one", "You said: hello one")
     session.wait("Idle", 1)  # the user left: room and worker are torn down, awaited
     assert session.pods() == []
@@ -161,8 +207,15 @@ def test_t2_supersede_before_the_agent_joins_gets_exactly_one_agent(session: Ses
     session.apply(1)
     session.apply(2)  # at once: connection 1 never gets its agent
     status = session.wait("Ready", 2)
-    _, _, agents = asyncio.run(_talk(session.env, session, status["connection"]["room"],
-                                     "are you alone", "You said: are you alone"))
+    _, _, agents = asyncio.run(
+        _talk(
+            session.env,
+            session,
+            status["connection"]["room"],
+            "are you alone",
+            "You said: are you alone",
+        )
+    )
     assert agents == 1
     assert session.pods() == [status["connection"]["pod"]]
 
@@ -176,8 +229,15 @@ def test_t3_five_cycles_each_answer(session: Session, stack_dir: Path) -> None:
         status = session.wait("Ready", cycle)
         ready_s = time.monotonic() - t0
         pods.append(status["connection"]["pod"])
-        _, answer_s, agents = asyncio.run(_talk(session.env, session, status["connection"]["room"],
-                                                     f"cycle {cycle}", f"You said: cycle {cycle}"))
+        _, answer_s, agents = asyncio.run(
+            _talk(
+                session.env,
+                session,
+                status["connection"]["room"],
+                f"cycle {cycle}",
+                f"You said: cycle {cycle}",
+            )
+        )
         assert agents == 1
         session.wait("Idle", cycle)
         rows.append((cycle, ready_s, answer_s))
@@ -188,14 +248,16 @@ def test_t3_five_cycles_each_answer(session: Session, stack_dir: Path) -> None:
     assert _worker_log_errors(stack_dir, pods) == []
 
 
-def test_t4_disconnect_right_after_a_memory_write_and_reconnect_at_once(session: Session,
-                                                                         stack_dir: Path) -> None:
+def test_t4_disconnect_right_after_a_memory_write_and_reconnect_at_once(
+    session: Session, stack_dir: Path
+) -> None:
     fact = f"my locker code is {uuid.uuid4().hex[:4]}"
     _, pod1, _, _ = _connect_and_talk(session, 1, f"remember {fact}", "OK, I will remember")
     session.apply(2)  # reconnect at once: the previous worker flushes before the next one loads
     status = session.wait("Ready", 2)
-    answer, _, _ = asyncio.run(_talk(session.env, session, status["connection"]["room"],
-                                     "what do you remember", fact))
+    answer, _, _ = asyncio.run(
+        _talk(session.env, session, status["connection"]["room"], "what do you remember", fact)
+    )
     assert fact in answer
     assert _worker_log_errors(stack_dir, [pod1, status["connection"]["pod"]]) == []
 
@@ -241,11 +303,15 @@ def test_a_crashed_worker_is_replaced_and_the_conversation_continues(session: Se
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 s = session.get().get("status") or {}
-                if (s.get("connection") or {}).get("restarts", 0) >= 1 and s.get("phase") == "Ready":
+                if (s.get("connection") or {}).get("restarts", 0) >= 1 and s.get(
+                    "phase"
+                ) == "Ready":
                     break
                 await asyncio.sleep(0.5)
             else:
-                raise AssertionError(f"no restarted worker within 90 s: {session.get().get('status')}")
+                raise AssertionError(
+                    f"no restarted worker within 90 s: {session.get().get('status')}"
+                )
             # The fresh worker greets in the same room before it listens.
             await human.wait_for(lambda t: True, within=60, since=len(human.transcripts))
             since = len(human.transcripts)

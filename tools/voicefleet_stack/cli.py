@@ -19,10 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start every part; foreground until Ctrl-C unless --detach")
-    p_up.add_argument("--detach", action="store_true",
-                      help="return once all parts are healthy and the env file is written")
-    p_up.add_argument("--without-letta", action="store_true",
-                      help="skip the model, PostgreSQL and Letta (Kubernetes and LiveKit only; faster)")
+    p_up.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once all parts are healthy and the env file is written",
+    )
+    p_up.add_argument(
+        "--without-letta",
+        action="store_true",
+        help="skip the model, PostgreSQL and Letta (Kubernetes and LiveKit only; faster)",
+    )
     sub.add_parser("down", help="stop every process the stack started")
     sub.add_parser("status", help="list the stack's processes and whether they run")
     sub.add_parser("env", help="print the path of the env file of the running stack")

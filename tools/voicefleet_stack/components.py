@@ -32,7 +32,9 @@ def operator_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
 
     def credentials() -> None:
         token = cp.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, hours=48)
-        write_kubeconfig(kubeconfig, cp.server, cp.ca, None, token=token, user=OPERATOR_SERVICE_ACCOUNT)
+        write_kubeconfig(
+            kubeconfig, cp.server, cp.ca, None, token=token, user=OPERATOR_SERVICE_ACCOUNT
+        )
 
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -74,7 +76,9 @@ def gateway_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
 
     def credentials() -> None:
         token = cp.service_account_token(OPERATOR_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, hours=48)
-        write_kubeconfig(kubeconfig, cp.server, cp.ca, None, token=token, user=GATEWAY_SERVICE_ACCOUNT)
+        write_kubeconfig(
+            kubeconfig, cp.server, cp.ca, None, token=token, user=GATEWAY_SERVICE_ACCOUNT
+        )
 
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

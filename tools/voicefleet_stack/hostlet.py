@@ -90,9 +90,15 @@ class Hostlet:
         body = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": self.node, "labels": {
-                NODE_KIND_LABEL: "host-process", "kubernetes.io/hostname": self.node,
-                "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+            "metadata": {
+                "name": self.node,
+                "labels": {
+                    NODE_KIND_LABEL: "host-process",
+                    "kubernetes.io/hostname": self.node,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+            },
         }
         try:
             self.core.create_node(body)
@@ -104,39 +110,94 @@ class Hostlet:
     def update_node_status(self) -> None:
         now = _now()
         conditions = [
-            {"type": "Ready", "status": "True", "reason": "HostletReady",
-             "message": "host-process stopgap node", "lastHeartbeatTime": now, "lastTransitionTime": now},
-            {"type": "MemoryPressure", "status": "False", "reason": "Ok", "lastHeartbeatTime": now,
-             "lastTransitionTime": now},
-            {"type": "DiskPressure", "status": "False", "reason": "Ok", "lastHeartbeatTime": now,
-             "lastTransitionTime": now},
-            {"type": "PIDPressure", "status": "False", "reason": "Ok", "lastHeartbeatTime": now,
-             "lastTransitionTime": now},
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "HostletReady",
+                "message": "host-process stopgap node",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "MemoryPressure",
+                "status": "False",
+                "reason": "Ok",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "DiskPressure",
+                "status": "False",
+                "reason": "Ok",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "PIDPressure",
+                "status": "False",
+                "reason": "Ok",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            },
         ]
         capacity = {"cpu": "16", "memory": "64Gi", "pods": "110"}
-        self.core.patch_node_status(self.node, {"status": {
-            "conditions": conditions, "capacity": capacity, "allocatable": capacity,
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": self.node}],
-            "nodeInfo": {"kubeletVersion": "hostlet-stopgap", "operatingSystem": "linux",
-                         "architecture": "amd64", "containerRuntimeVersion": "host-process://0",
-                         "kernelVersion": os.uname().release, "osImage": "host",
-                         "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
-        }})
+        self.core.patch_node_status(
+            self.node,
+            {
+                "status": {
+                    "conditions": conditions,
+                    "capacity": capacity,
+                    "allocatable": capacity,
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": self.node},
+                    ],
+                    "nodeInfo": {
+                        "kubeletVersion": "hostlet-stopgap",
+                        "operatingSystem": "linux",
+                        "architecture": "amd64",
+                        "containerRuntimeVersion": "host-process://0",
+                        "kernelVersion": os.uname().release,
+                        "osImage": "host",
+                        "kubeProxyVersion": "",
+                        "machineID": "",
+                        "systemUUID": "",
+                        "bootID": "",
+                    },
+                }
+            },
+        )
 
     def renew_lease(self) -> None:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
-            self.coord.patch_namespaced_lease(self.node, "kube-node-lease", {"spec": {
-                "holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now}})
+            self.coord.patch_namespaced_lease(
+                self.node,
+                "kube-node-lease",
+                {
+                    "spec": {
+                        "holderIdentity": self.node,
+                        "leaseDurationSeconds": LEASE_SECONDS,
+                        "renewTime": now,
+                    }
+                },
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.coord.create_namespaced_lease("kube-node-lease", {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.node, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS,
-                         "renewTime": now}})
+            self.coord.create_namespaced_lease(
+                "kube-node-lease",
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.node, "namespace": "kube-node-lease"},
+                    "spec": {
+                        "holderIdentity": self.node,
+                        "leaseDurationSeconds": LEASE_SECONDS,
+                        "renewTime": now,
+                    },
+                },
+            )
 
     def heartbeat_loop(self) -> None:
         while not self.stop.wait(10):
@@ -159,9 +220,12 @@ class Hostlet:
                 for uid in [u for u in self.pods if u not in seen]:
                     self.forget(uid)
                 w = watch.Watch()
-                for event in w.stream(self.core.list_pod_for_all_namespaces, field_selector=selector,
-                                      resource_version=listing.metadata.resource_version,
-                                      timeout_seconds=300):
+                for event in w.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=selector,
+                    resource_version=listing.metadata.resource_version,
+                    timeout_seconds=300,
+                ):
                     if self.stop.is_set():
                         w.stop()
                         break
@@ -184,12 +248,16 @@ class Hostlet:
             run = PodRun(pod.metadata.namespace, pod.metadata.name, uid, pod.spec)
             self.pods[uid] = run
             if pod.metadata.deletion_timestamp is None:
-                threading.Thread(target=self.run_pod, args=(run,), daemon=True,
-                                 name=f"pod-{run.name}").start()
+                threading.Thread(
+                    target=self.run_pod, args=(run,), daemon=True, name=f"pod-{run.name}"
+                ).start()
         if pod.metadata.deletion_timestamp is not None and not run.deleting:
             run.deleting = True
-            threading.Thread(target=self.terminate, args=(run, pod.metadata.deletion_grace_period_seconds),
-                             daemon=True).start()
+            threading.Thread(
+                target=self.terminate,
+                args=(run, pod.metadata.deletion_grace_period_seconds),
+                daemon=True,
+            ).start()
 
     def forget(self, uid: str) -> None:
         run = self.pods.pop(uid, None)
@@ -197,8 +265,12 @@ class Hostlet:
             self._kill(run, 0)
 
     def _resolve_env(self, run: PodRun, container: Any) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.log_dir / "home"),
-               "PYTHONUNBUFFERED": "1", "HOSTNAME": run.name}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.log_dir / "home"),
+            "PYTHONUNBUFFERED": "1",
+            "HOSTNAME": run.name,
+        }
         for var in container.env or []:
             if var.value is not None:
                 env[var.name] = var.value
@@ -213,16 +285,23 @@ class Hostlet:
                         raise ValueError(f"secret {ref.name} has no key {ref.key}")
                 elif src.config_map_key_ref is not None:
                     ref = src.config_map_key_ref
-                    data = self._read_optional(self.core.read_namespaced_config_map, ref, run.namespace)
+                    data = self._read_optional(
+                        self.core.read_namespaced_config_map, ref, run.namespace
+                    )
                     if ref.key in data:
                         env[var.name] = data[ref.key]
                     elif not ref.optional:
                         raise ValueError(f"configmap {ref.name} has no key {ref.key}")
                 elif src.field_ref is not None:
                     path = src.field_ref.field_path
-                    env[var.name] = {"metadata.name": run.name, "metadata.namespace": run.namespace,
-                                     "metadata.uid": run.uid, "spec.nodeName": self.node,
-                                     "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}.get(path, "")
+                    env[var.name] = {
+                        "metadata.name": run.name,
+                        "metadata.namespace": run.namespace,
+                        "metadata.uid": run.uid,
+                        "spec.nodeName": self.node,
+                        "status.podIP": "127.0.0.1",
+                        "status.hostIP": "127.0.0.1",
+                    }.get(path, "")
         for declared, host in run.ports.items():
             for key, value in env.items():
                 if value == str(declared):
@@ -272,21 +351,38 @@ class Hostlet:
                 if run.deleting:
                     return
                 log.warning("pod %s/%s cannot start: %s", run.namespace, run.name, error)
-                self.patch_status(run, phase="Failed", terminated={"exitCode": 128, "reason": "StartError",
-                                                                     "message": error})
+                self.patch_status(
+                    run,
+                    phase="Failed",
+                    terminated={"exitCode": 128, "reason": "StartError", "message": error},
+                )
                 return
             log_path = self.log_dir / f"{run.namespace}_{run.name}.log"
             with open(log_path, "ab") as out, run.lock:
                 if run.deleting:
                     return
-                run.proc = subprocess.Popen(argv, env=env, cwd=self.log_dir, stdout=out,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                run.proc = subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=self.log_dir,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             run.started_at = _now()
             run.ready = False
-            log.info("pod %s/%s started pid %d ports %s", run.namespace, run.name, run.proc.pid, run.ports)
+            log.info(
+                "pod %s/%s started pid %d ports %s",
+                run.namespace,
+                run.name,
+                run.proc.pid,
+                run.ports,
+            )
             self.patch_status(run, phase="Running")
-            probe = threading.Thread(target=self.probe_loop, args=(run, container, run.proc), daemon=True)
+            probe = threading.Thread(
+                target=self.probe_loop, args=(run, container, run.proc), daemon=True
+            )
             probe.start()
             code = run.proc.wait()
             log.info("pod %s/%s exited with %d", run.namespace, run.name, code)
@@ -295,12 +391,18 @@ class Hostlet:
             run.ready = False
             if policy == "Always" or (policy == "OnFailure" and code != 0):
                 run.restarts += 1
-                self.patch_status(run, phase="Running", terminated={"exitCode": code, "reason": "Error"
-                                                                    if code else "Completed"})
-                time.sleep(min(10, 2 ** run.restarts))
+                self.patch_status(
+                    run,
+                    phase="Running",
+                    terminated={"exitCode": code, "reason": "Error" if code else "Completed"},
+                )
+                time.sleep(min(10, 2**run.restarts))
                 continue
-            self.patch_status(run, phase="Succeeded" if code == 0 else "Failed",
-                              terminated={"exitCode": code, "reason": "Completed" if code == 0 else "Error"})
+            self.patch_status(
+                run,
+                phase="Succeeded" if code == 0 else "Failed",
+                terminated={"exitCode": code, "reason": "Completed" if code == 0 else "Error"},
+            )
             run.finished = True
             return
 
@@ -309,7 +411,11 @@ class Hostlet:
             return True
         if probe.http_get is not None:
             port = probe.http_get.port
-            port = run.ports.get(int(port), int(port)) if str(port).isdigit() else next(iter(run.ports.values()))
+            port = (
+                run.ports.get(int(port), int(port))
+                if str(port).isdigit()
+                else next(iter(run.ports.values()))
+            )
             url = f"http://127.0.0.1:{port}{probe.http_get.path or '/'}"
             try:
                 with urllib.request.urlopen(url, timeout=probe.timeout_seconds or 1) as resp:
@@ -328,7 +434,7 @@ class Hostlet:
     def probe_loop(self, run: PodRun, container: Any, proc: subprocess.Popen[bytes]) -> None:
         readiness = container.readiness_probe
         liveness = container.liveness_probe
-        period = (readiness.period_seconds if readiness and readiness.period_seconds else 1)
+        period = readiness.period_seconds if readiness and readiness.period_seconds else 1
         live_failures = 0
         started = time.monotonic()
         while proc.poll() is None and not run.deleting and not self.stop.is_set():
@@ -336,20 +442,27 @@ class Hostlet:
             if ready != run.ready:
                 run.ready = ready
                 self.patch_status(run, phase="Running")
-            if liveness is not None and time.monotonic() - started > (liveness.initial_delay_seconds or 0):
+            if liveness is not None and time.monotonic() - started > (
+                liveness.initial_delay_seconds or 0
+            ):
                 live_failures = 0 if self._probe_ok(run, liveness) else live_failures + 1
                 if live_failures >= (liveness.failure_threshold or 3):
-                    log.warning("pod %s/%s failed its liveness probe; killing it", run.namespace, run.name)
+                    log.warning(
+                        "pod %s/%s failed its liveness probe; killing it", run.namespace, run.name
+                    )
                     self._kill(run, 0)
                     return
             time.sleep(min(period, 1))
 
-    def patch_status(self, run: PodRun, phase: str, terminated: dict[str, Any] | None = None) -> None:
+    def patch_status(
+        self, run: PodRun, phase: str, terminated: dict[str, Any] | None = None
+    ) -> None:
         now = _now()
         container = run.spec.containers[0]
         if terminated is not None and phase != "Running":
-            state: dict[str, Any] = {"terminated": {**terminated, "startedAt": run.started_at or now,
-                                                    "finishedAt": now}}
+            state: dict[str, Any] = {
+                "terminated": {**terminated, "startedAt": run.started_at or now, "finishedAt": now}
+            }
         elif run.proc is not None and run.proc.poll() is None:
             state = {"running": {"startedAt": run.started_at or now}}
         else:
@@ -363,16 +476,29 @@ class Hostlet:
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                 {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": str(run.ready).capitalize(), "lastTransitionTime": now},
+                {
+                    "type": "ContainersReady",
+                    "status": str(run.ready).capitalize(),
+                    "lastTransitionTime": now,
+                },
                 {"type": "Ready", "status": str(run.ready).capitalize(), "lastTransitionTime": now},
             ],
-            "containerStatuses": [{
-                "name": container.name, "image": container.image or "", "imageID": "",
-                "ready": run.ready, "restartCount": run.restarts, "started": state.get("running") is not None,
-                "state": state,
-                **({"lastState": {"terminated": {**terminated, "finishedAt": now}}}
-                   if terminated is not None and phase == "Running" else {}),
-            }],
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image or "",
+                    "imageID": "",
+                    "ready": run.ready,
+                    "restartCount": run.restarts,
+                    "started": state.get("running") is not None,
+                    "state": state,
+                    **(
+                        {"lastState": {"terminated": {**terminated, "finishedAt": now}}}
+                        if terminated is not None and phase == "Running"
+                        else {}
+                    ),
+                }
+            ],
         }
         try:
             self.core.patch_namespaced_pod_status(run.name, run.namespace, {"status": status})
@@ -391,7 +517,9 @@ class Hostlet:
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            log.warning("pod %s/%s ignored SIGTERM for %.0f s; SIGKILL", run.namespace, run.name, grace)
+            log.warning(
+                "pod %s/%s ignored SIGTERM for %.0f s; SIGKILL", run.namespace, run.name, grace
+            )
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -401,13 +529,19 @@ class Hostlet:
     def terminate(self, run: PodRun, grace: int | None) -> None:
         with run.lock:
             pass  # a start in progress finishes first; then run.deleting stops any restart
-        grace_s = float(grace if grace is not None else (run.spec.termination_grace_period_seconds or 30))
+        grace_s = float(
+            grace if grace is not None else (run.spec.termination_grace_period_seconds or 30)
+        )
         self._kill(run, grace_s)
         try:
-            self.core.delete_namespaced_pod(run.name, run.namespace, grace_period_seconds=0,
-                                            body=client.V1DeleteOptions(
-                                                grace_period_seconds=0,
-                                                preconditions=client.V1Preconditions(uid=run.uid)))
+            self.core.delete_namespaced_pod(
+                run.name,
+                run.namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=run.uid)
+                ),
+            )
         except ApiException as exc:
             if exc.status not in (404, 409):
                 log.warning("final delete of %s/%s failed: %s", run.namespace, run.name, exc.reason)
@@ -421,14 +555,19 @@ class Hostlet:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--node", default="host-0")
     parser.add_argument("--log-dir", type=Path, required=True)
     parser.add_argument("--health-port", type=int, required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stdout,
+    )
     args.log_dir.mkdir(parents=True, exist_ok=True)
     (args.log_dir / "home").mkdir(exist_ok=True)
     config.load_kube_config(args.kubeconfig)
@@ -439,8 +578,10 @@ def main() -> None:
     threading.Thread(target=hostlet.heartbeat_loop, daemon=True).start()
     threading.Thread(target=hostlet.watch_pods, daemon=True).start()
     threading.Thread(target=_serve_health, args=(args.health_port,), daemon=True).start()
-    log.info("hostlet for node %s running pods as host processes (STOPGAP until the real kubelet)",
-             args.node)
+    log.info(
+        "hostlet for node %s running pods as host processes (STOPGAP until the real kubelet)",
+        args.node,
+    )
     try:
         while not hostlet.stop.wait(1):
             pass

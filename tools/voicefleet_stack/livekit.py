@@ -40,7 +40,11 @@ def livekit_part(ctx: StackContext) -> Part:
 
     return Part(
         name="livekit-server",
-        argv=[str(ctx.bin_dir / "livekit-server"), f"--config={config_path}", "--node-ip=127.0.0.1"],
+        argv=[
+            str(ctx.bin_dir / "livekit-server"),
+            f"--config={config_path}",
+            "--node-ip=127.0.0.1",
+        ],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(data)},
         cwd=data,
         health=healthy,

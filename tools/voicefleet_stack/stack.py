@@ -39,10 +39,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The keys of the env file, in the order SPEC.md lists them.
 ENV_KEYS = (
-    "KUBECONFIG", "NAMESPACE", "OPERATOR_NAMESPACE",
-    "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
-    "LETTA_BASE_URL", "GATEWAY_URL", "GATEWAY_TOKEN", "WEBHOOK_URL",
-    "VOICEFLEET_BIN", "PYTHON",
+    "KUBECONFIG",
+    "NAMESPACE",
+    "OPERATOR_NAMESPACE",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "LETTA_BASE_URL",
+    "GATEWAY_URL",
+    "GATEWAY_TOKEN",
+    "WEBHOOK_URL",
+    "VOICEFLEET_BIN",
+    "PYTHON",
 )
 
 
@@ -100,9 +108,24 @@ def free_udp_range(size: int = 100) -> int:
     raise RuntimeError("no free range of 100 UDP ports on 127.0.0.1")
 
 
-PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok",
-              "livekit", "livekit_rtc_tcp", "webhook", "model", "postgres", "letta", "gateway",
-              "operator_health", "operator_metrics", "hostlet")
+PORT_NAMES = (
+    "etcd",
+    "etcd_peer",
+    "apiserver",
+    "controller_manager",
+    "scheduler",
+    "kwok",
+    "livekit",
+    "livekit_rtc_tcp",
+    "webhook",
+    "model",
+    "postgres",
+    "letta",
+    "gateway",
+    "operator_health",
+    "operator_metrics",
+    "hostlet",
+)
 
 
 def new_context(directory: Path) -> StackContext:
@@ -115,8 +138,9 @@ def new_context(directory: Path) -> StackContext:
         "GATEWAY_TOKEN": "vfdev-" + secrets.token_urlsafe(24),
         "WEBHOOK_URL": f"http://127.0.0.1:{ports['webhook']}/livekit/webhook",
     }
-    return StackContext(home=home, stack_dir=directory, bin_dir=home / "bin" / "current",
-                        ports=ports, values=values)
+    return StackContext(
+        home=home, stack_dir=directory, bin_dir=home / "bin" / "current", ports=ports, values=values
+    )
 
 
 def _project_python() -> str:
@@ -143,8 +167,17 @@ def webhook_part(ctx: StackContext) -> Part:
 
     return Part(
         name="webhook-receiver",
-        argv=[_project_python(), "-m", "voicefleet_stack.webhook_sink", f"--port={port}", f"--out={out}"],
-        env=env, cwd=ctx.data("webhook"), health=healthy, timeout=30,
+        argv=[
+            _project_python(),
+            "-m",
+            "voicefleet_stack.webhook_sink",
+            f"--port={port}",
+            f"--out={out}",
+        ],
+        env=env,
+        cwd=ctx.data("webhook"),
+        health=healthy,
+        timeout=30,
         description="stopgap receiver (records verified events) until the operator's",
     )
 
@@ -177,14 +210,22 @@ def bootstrap_cluster(cp: kube.ControlPlane) -> None:
     objects: list[dict[str, object]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE},
+        },
     ]
     cp.apply(objects)
-    for path in (REPO_ROOT / "manifests" / "crd.yaml", REPO_ROOT / "manifests" / "rbac.yaml",
-                 REPO_ROOT / "web" / "rbac.yaml"):
+    for path in (
+        REPO_ROOT / "manifests" / "crd.yaml",
+        REPO_ROOT / "manifests" / "rbac.yaml",
+        REPO_ROOT / "web" / "rbac.yaml",
+    ):
         if path.exists():
-            result = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), check=False)
+            result = cp.kubectl(
+                "apply", "--server-side", "--force-conflicts", "-f", str(path), check=False
+            )
             if result.returncode != 0:
                 raise RuntimeError(f"applying {path} failed: {result.stderr.strip()}")
 
@@ -193,13 +234,20 @@ def _letta_parts(ctx: StackContext) -> tuple[list[Part], Callable[[], None]]:
     from . import letta
 
     if not letta.letta_installed(ctx.home):
-        raise PartFailed("the Letta server is not installed; run tools/install-letta.sh (make deps does)")
-    model, pg, server = letta.scripted_model_part(ctx), letta.postgres_part(ctx), letta.letta_part(ctx)
+        raise PartFailed(
+            "the Letta server is not installed; run tools/install-letta.sh (make deps does)"
+        )
+    model, pg, server = (
+        letta.scripted_model_part(ctx),
+        letta.postgres_part(ctx),
+        letta.letta_part(ctx),
+    )
 
     def demo_agent() -> None:
         t0 = time.monotonic()
-        agent_id = letta.ensure_demo_agent(f"http://127.0.0.1:{ctx.ports['letta']}",
-                                           f"http://127.0.0.1:{ctx.ports['model']}")
+        agent_id = letta.ensure_demo_agent(
+            f"http://127.0.0.1:{ctx.ports['letta']}", f"http://127.0.0.1:{ctx.ports['model']}"
+        )
         say(f"{'demo agent Agent_66':<24} ready in {time.monotonic() - t0:5.1f} s  id {agent_id}")
 
     return [model, pg, server], demo_agent
@@ -215,8 +263,13 @@ def save_state(ctx: StackContext) -> None:
 def load_context(directory: Path) -> StackContext:
     state = json.loads((directory / "state.json").read_text())
     home = voicefleet_home()
-    return StackContext(home=home, stack_dir=directory, bin_dir=home / "bin" / "current",
-                        ports=state["ports"], values=state["values"])
+    return StackContext(
+        home=home,
+        stack_dir=directory,
+        bin_dir=home / "bin" / "current",
+        ports=state["ports"],
+        values=state["values"],
+    )
 
 
 def restart(name: str) -> int:
@@ -228,10 +281,21 @@ def restart(name: str) -> int:
     ctx = load_context(directory)
     cp = kube.ControlPlane(ctx)
     python = _project_python()
-    parts: dict[str, Part] = {p.name: p for p in (
-        cp.etcd(), cp.apiserver(), cp.controller_manager(), cp.scheduler(), cp.kwok(),
-        webhook_part(ctx), cp.hostlet(python), livekit.livekit_part(ctx),
-        components.operator_part(ctx, cp, python), components.gateway_part(ctx, cp, python))}
+    parts: dict[str, Part] = {
+        p.name: p
+        for p in (
+            cp.etcd(),
+            cp.apiserver(),
+            cp.controller_manager(),
+            cp.scheduler(),
+            cp.kwok(),
+            webhook_part(ctx),
+            cp.hostlet(python),
+            livekit.livekit_part(ctx),
+            components.operator_part(ctx, cp, python),
+            components.gateway_part(ctx, cp, python),
+        )
+    }
     from . import letta
 
     for part in (letta.scripted_model_part(ctx), letta.postgres_part(ctx), letta.letta_part(ctx)):
@@ -265,7 +329,9 @@ def up(detach: bool, with_letta: bool = True) -> int:
     if running_stack(directory):
         say(f"the stack is already running; env file: {env_file(directory)}")
         if not detach:
-            say("attaching is not supported; run `voicefleet down` first to restart in the foreground")
+            say(
+                "attaching is not supported; run `voicefleet down` first to restart in the foreground"
+            )
         return 0
     if recorded_pids(directory / "pids.json"):
         say("a previous stack is partly running; stopping what is left of it")
@@ -278,8 +344,19 @@ def up(detach: bool, with_letta: bool = True) -> int:
     logs = directory / "logs"
     _rmtree(logs)
     (directory / "webhooks.jsonl").unlink(missing_ok=True)
-    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                           "kwok", "livekit-server", "kubectl") if not (voicefleet_home() / "bin" / "current" / b).exists()]
+    missing = [
+        b
+        for b in (
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+            "livekit-server",
+            "kubectl",
+        )
+        if not (voicefleet_home() / "bin" / "current" / b).exists()
+    ]
     if missing:
         say(f"missing binaries {missing}; run tools/build-bins.sh (make deps does)")
         return 2
@@ -314,9 +391,16 @@ def up(detach: bool, with_letta: bool = True) -> int:
     else:
         say("--without-letta: no model, PostgreSQL or Letta server in this stack")
     chains = [
-        [cp.etcd(), cp.apiserver(), lambda: bootstrap_cluster(cp), cp.controller_manager(),
-         lambda: cp.wait_default_service_account(NAMESPACE), cp.scheduler(), cp.kwok(),
-         cp.hostlet(_project_python())],
+        [
+            cp.etcd(),
+            cp.apiserver(),
+            lambda: bootstrap_cluster(cp),
+            cp.controller_manager(),
+            lambda: cp.wait_default_service_account(NAMESPACE),
+            cp.scheduler(),
+            cp.kwok(),
+            cp.hostlet(_project_python()),
+        ],
         [livekit.livekit_part(ctx)],
         letta_steps,
     ]
@@ -327,8 +411,12 @@ def up(detach: bool, with_letta: bool = True) -> int:
         t.join()
     if not errors and with_letta:
         # voicefleet's own processes need the cluster, LiveKit and Letta.
-        chain([components.operator_part(ctx, cp, _project_python()),
-               components.gateway_part(ctx, cp, _project_python())])
+        chain(
+            [
+                components.operator_part(ctx, cp, _project_python()),
+                components.gateway_part(ctx, cp, _project_python()),
+            ]
+        )
     elif not errors:
         chain([webhook_part(ctx)])
     if errors:
@@ -358,32 +446,46 @@ def up(detach: bool, with_letta: bool = True) -> int:
 
 def _print_summary(ctx: StackContext, path: Path, with_letta: bool) -> None:
     if with_letta:
-        operator_line = f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
-        gateway_line = (f"open http://127.0.0.1:{ctx.ports['gateway']}/#token={ctx.values['GATEWAY_TOKEN']}"
-                        "   (the token stays in the URL fragment, never in a server log)")
+        operator_line = (
+            f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
+        )
+        gateway_line = (
+            f"open http://127.0.0.1:{ctx.ports['gateway']}/#token={ctx.values['GATEWAY_TOKEN']}"
+            "   (the token stays in the URL fragment, never in a server log)"
+        )
     else:
-        operator_line = "not started (--without-letta); a stopgap receiver records verified webhooks"
+        operator_line = (
+            "not started (--without-letta); a stopgap receiver records verified webhooks"
+        )
         gateway_line = "not started (--without-letta)"
-    letta_line = (f"http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)"
-                  if with_letta else "not started (--without-letta)")
-    print(f"""
+    letta_line = (
+        f"http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)"
+        if with_letta
+        else "not started (--without-letta)"
+    )
+    print(
+        f"""
 voicefleet local stack is up
   env file     {path}   (source it: set -a; . {path}; set +a)
   kubectl      {ctx.bin_dir}/kubectl --kubeconfig {ctx.stack_dir}/kubeconfig get nodes
-  LiveKit      ws://127.0.0.1:{ctx.ports['livekit']}
+  LiveKit      ws://127.0.0.1:{ctx.ports["livekit"]}
   Letta        {letta_line}
   logs         {ctx.log_dir}
   worker pods  node host-0 runs them as host processes (STOPGAP until the real kubelet, issue 8)
   operator     {operator_line}
   gateway      {gateway_line}
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def down() -> int:
     directory = stack_dir()
     stopped = stop_recorded(directory / "pids.json")
     env_file(directory).unlink(missing_ok=True)
-    say(f"stopped {len(stopped)} part(s)" + (f": {', '.join(reversed(stopped))}" if stopped else ""))
+    say(
+        f"stopped {len(stopped)} part(s)" + (f": {', '.join(reversed(stopped))}" if stopped else "")
+    )
     return 0
 
 

@@ -45,10 +45,14 @@ class Supervisor:
 
     # -- bookkeeping --------------------------------------------------------------
     def _record(self) -> None:
-        self.pid_file.write_text(json.dumps([
-            {"name": n, "pid": p, "stop_signal": self.stop_signals.get(n, signal.SIGTERM)}
-            for n, p in self.started
-        ]))
+        self.pid_file.write_text(
+            json.dumps(
+                [
+                    {"name": n, "pid": p, "stop_signal": self.stop_signals.get(n, signal.SIGTERM)}
+                    for n, p in self.started
+                ]
+            )
+        )
 
     # -- start --------------------------------------------------------------------
     def start(self, part: Part) -> None:
@@ -61,7 +65,9 @@ class Supervisor:
         if part.run_as and os.geteuid() == 0:
             argv = ["setpriv", f"--reuid={part.run_as}", "--regid=nogroup", "--init-groups", *argv]
         with open(log_path, "ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(argv)}\n".encode())
+            log.write(
+                f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(argv)}\n".encode()
+            )
             log.flush()
             proc = subprocess.Popen(
                 argv,
@@ -156,13 +162,17 @@ def stop_recorded(pid_file: Path, grace: float = 15.0) -> list[str]:
 
 def recorded_stop_signals(pid_file: Path) -> dict[str, int]:
     try:
-        return {e["name"]: int(e.get("stop_signal", signal.SIGTERM)) for e in json.loads(pid_file.read_text())}
+        return {
+            e["name"]: int(e.get("stop_signal", signal.SIGTERM))
+            for e in json.loads(pid_file.read_text())
+        }
     except (FileNotFoundError, ValueError):
         return {}
 
 
-def stop_pids(parts: list[tuple[str, int]], grace: float = 15.0,
-              signals: dict[str, int] | None = None) -> list[str]:
+def stop_pids(
+    parts: list[tuple[str, int]], grace: float = 15.0, signals: dict[str, int] | None = None
+) -> list[str]:
     stopped = []
     for name, pid in reversed(parts):
         if not _alive(pid):

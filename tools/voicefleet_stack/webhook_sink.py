@@ -54,14 +54,18 @@ def make_handler(receiver: api.WebhookReceiver, out: Path) -> type[BaseHTTPReque
             self._reply(200, {"status": "ok"})
 
         def log_message(self, format: str, *args: object) -> None:
-            print(f"webhook-sink: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}",
-                  flush=True)
+            print(
+                f"webhook-sink: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}",
+                flush=True,
+            )
 
     return Handler
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)

@@ -16,8 +16,10 @@ from .config import ENV_DOC, ConfigError, load_settings
 def main(argv: list[str] | None = None) -> int:
     epilog = "environment:\n" + "\n".join(f"  {k:34} {v}" for k, v in ENV_DOC.items())
     parser = argparse.ArgumentParser(
-        prog="python -m voicefleet_web", description="voicefleet gateway",
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m voicefleet_web",
+        description="voicefleet gateway",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
@@ -29,13 +31,25 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"voicefleet gateway: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("voicefleet_web").info("starting", extra={"fields": {
-        "host": args.host, "port": args.port, "namespace": settings.namespace,
-        "auth": ["dev-token"] * bool(settings.dev_token) + ["oidc"] * bool(settings.oidc)}})
+    logging.getLogger("voicefleet_web").info(
+        "starting",
+        extra={
+            "fields": {
+                "host": args.host,
+                "port": args.port,
+                "namespace": settings.namespace,
+                "auth": ["dev-token"] * bool(settings.dev_token) + ["oidc"] * bool(settings.oidc),
+            }
+        },
+    )
     web.run_app(
-        create_app(settings), host=args.host, port=args.port,
-        access_log_class=JsonAccessLogger, access_log=logging.getLogger(ACCESS_LOGGER),
-        print=None, shutdown_timeout=5,
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log_class=JsonAccessLogger,
+        access_log=logging.getLogger(ACCESS_LOGGER),
+        print=None,
+        shutdown_timeout=5,
     )
     return 0
 

@@ -52,17 +52,22 @@ class JsonAccessLogger(AbstractAccessLogger):
         match_info = getattr(request, "match_info", None)
         if match_info is not None and match_info.route.resource is not None:
             route = match_info.route.resource.canonical
-        self.logger.info("access", extra={"fields": {
-            "method": request.method,
-            "path": request.rel_url.path,  # never the query string
-            "route": route,
-            "status": response.status,
-            "duration_ms": round(time * 1000, 1),
-            "user": request.get(IDENTITY_KEY),
-            "request_id": request.get(REQUEST_ID_KEY),
-            "remote": request.remote,
-            "error": request.get(ERROR_CODE_KEY),
-        }})
+        self.logger.info(
+            "access",
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.rel_url.path,  # never the query string
+                    "route": route,
+                    "status": response.status,
+                    "duration_ms": round(time * 1000, 1),
+                    "user": request.get(IDENTITY_KEY),
+                    "request_id": request.get(REQUEST_ID_KEY),
+                    "remote": request.remote,
+                    "error": request.get(ERROR_CODE_KEY),
+                }
+            },
+        )
 
     @property
     def enabled(self) -> bool:

@@ -38,7 +38,10 @@ class LettaAgents:
     """Agents on a Letta server. Raises DependencyUnavailable when Letta cannot answer."""
 
     def __init__(
-        self, base_url: str, api_key: str | None = None, tags: tuple[str, ...] = (),
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        tags: tuple[str, ...] = (),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Accept": "application/json"}
@@ -47,7 +50,9 @@ class LettaAgents:
         self._base_url = base_url
         self._tags = frozenset(tags)
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=httpx.Timeout(10.0),
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(10.0),
             transport=transport,
         )
 
@@ -58,7 +63,9 @@ class LettaAgents:
         try:
             resp = await self._http.get(path, params=params)
         except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"Letta at {self._base_url} is unreachable: {exc!r}") from None
+            raise DependencyUnavailable(
+                f"Letta at {self._base_url} is unreachable: {exc!r}"
+            ) from None
         if resp.status_code >= 500:
             raise DependencyUnavailable(f"Letta at {self._base_url} answered {resp.status_code}")
         return resp

@@ -56,17 +56,27 @@ ERROR_CODE = ERROR_CODE_KEY
 
 MAX_BODY = 16 * 1024
 PUBLIC_PATHS = frozenset({"/api/openapi.json"})
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob: mediastream:; connect-src 'self' ws: wss: http: https:; "
-       "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self' ws: wss: http: https:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _json_error(status: int, code: str, detail: str, headers: dict[str, str] | None = None
-                ) -> web.Response:
+def _json_error(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
 
 
@@ -96,16 +106,24 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = HTTP_CODES.get(exc.status, "http_error")
         request[ERROR_CODE] = code
-        response = _json_error(exc.status, code, exc.reason if exc.text is None else
-                               f"{exc.reason}: {request.method} {request.rel_url.path}")
+        response = _json_error(
+            exc.status,
+            code,
+            exc.reason
+            if exc.text is None
+            else f"{exc.reason}: {request.method} {request.rel_url.path}",
+        )
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
-        log.exception("unhandled error", extra={"fields": {
-            "request_id": request[REQUEST_ID], "path": request.rel_url.path}})
+        log.exception(
+            "unhandled error",
+            extra={"fields": {"request_id": request[REQUEST_ID], "path": request.rel_url.path}},
+        )
         request[ERROR_CODE] = "internal_error"
-        response = _json_error(500, "internal_error",
-                               f"unexpected error; request id {request[REQUEST_ID]}")
+        response = _json_error(
+            500, "internal_error", f"unexpected error; request id {request[REQUEST_ID]}"
+        )
     route = request.match_info.route.resource
     label = route.canonical if route is not None else "unmatched"
     metrics = request.app[METRICS]
@@ -149,8 +167,9 @@ async def _connect_body(request: web.Request) -> str:
         raise BadRequest('the body must be a JSON object: {"agentId": "<Letta agent id>"}')
     agent_id = body.get("agentId")
     if not isinstance(agent_id, str) or not is_agent_id(agent_id):
-        raise BadRequest("agentId must be a Letta agent id (letters, digits, . _ : -, "
-                         "at most 128 characters)")
+        raise BadRequest(
+            "agentId must be a Letta agent id (letters, digits, . _ : -, at most 128 characters)"
+        )
     return agent_id
 
 
@@ -168,10 +187,14 @@ async def connect(request: web.Request) -> web.Response:
         connected = await app[SESSIONS].connect(user, agent_id)
         outcome = "ready"
     except ApiError as exc:
-        outcome = {NotReadyInTime: "timeout", ConnectionFailed: "failed",
-                   CapacityExceeded: "capacity", Conflict: "superseded",
-                   TooManyRequests: "limit", DependencyUnavailable: "unavailable",
-                   }.get(type(exc), "error")
+        outcome = {
+            NotReadyInTime: "timeout",
+            ConnectionFailed: "failed",
+            CapacityExceeded: "capacity",
+            Conflict: "superseded",
+            TooManyRequests: "limit",
+            DependencyUnavailable: "unavailable",
+        }.get(type(exc), "error")
         if isinstance(exc, TooManyRequests):
             metrics.rejected.labels("connections").inc()
         raise
@@ -180,18 +203,34 @@ async def connect(request: web.Request) -> web.Response:
         metrics.connects.labels(outcome).inc()
     metrics.connect_seconds.observe(time.monotonic() - started)
     token = join_token(
-        api_key=settings.livekit_api_key, api_secret=settings.livekit_api_secret,
-        room=connected.room, identity=user.identity, name=user.name,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        room=connected.room,
+        identity=user.identity,
+        name=user.name,
         ttl_seconds=settings.join_token_ttl_seconds,
     )
-    log.info("connection ready", extra={"fields": {
-        "session": connected.session, "connection": connected.connection,
-        "room": connected.room, "user": user.identity}})
-    return web.json_response({
-        "session": connected.session, "connection": connected.connection,
-        "room": connected.room, "livekitUrl": settings.livekit_url, "token": token,
-        "identity": user.identity,
-    })
+    log.info(
+        "connection ready",
+        extra={
+            "fields": {
+                "session": connected.session,
+                "connection": connected.connection,
+                "room": connected.room,
+                "user": user.identity,
+            }
+        },
+    )
+    return web.json_response(
+        {
+            "session": connected.session,
+            "connection": connected.connection,
+            "room": connected.room,
+            "livekitUrl": settings.livekit_url,
+            "token": token,
+            "identity": user.identity,
+        }
+    )
 
 
 def _session_name(request: web.Request) -> str:
@@ -217,9 +256,17 @@ async def disconnect(request: web.Request) -> web.Response:
     finally:
         metrics.waiting.labels("disconnect").dec()
     metrics.disconnect_seconds.observe(time.monotonic() - started)
-    log.info("connection ended", extra={"fields": {
-        "session": name, "connection": ended.connection, "user": user.identity,
-        "endReason": ended.end_reason}})
+    log.info(
+        "connection ended",
+        extra={
+            "fields": {
+                "session": name,
+                "connection": ended.connection,
+                "user": user.identity,
+                "endReason": ended.end_reason,
+            }
+        },
+    )
     return web.json_response(ended.to_json())
 
 
@@ -240,10 +287,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def index(request: web.Request) -> web.StreamResponse:
     page = request.app[SETTINGS].static_dir / "index.html"
     if not page.is_file():
-        raise DependencyUnavailable("the browser client is not built: run "
-                                    "tools/install-web-deps.sh")
-    return web.FileResponse(page, headers={"Content-Security-Policy": CSP,
-                                           "Cache-Control": "no-cache"})
+        raise DependencyUnavailable(
+            "the browser client is not built: run tools/install-web-deps.sh"
+        )
+    return web.FileResponse(
+        page, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+    )
 
 
 async def api_not_found(request: web.Request) -> web.Response:
@@ -256,8 +305,11 @@ async def _close_clients(app: web.Application) -> None:
 
 
 def create_app(
-    settings: Settings, *, store: SessionStore | None = None,
-    agents: AgentDirectory | None = None, authenticator: Authenticator | None = None,
+    settings: Settings,
+    *,
+    store: SessionStore | None = None,
+    agents: AgentDirectory | None = None,
+    authenticator: Authenticator | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
@@ -271,9 +323,12 @@ def create_app(
     app[RATE] = RateLimiter(settings.requests_per_minute, clock=clock)
     app[METRICS] = Metrics()
     app[SESSIONS] = SessionService(
-        store, namespace=settings.namespace, ready_timeout=settings.ready_timeout_seconds,
+        store,
+        namespace=settings.namespace,
+        ready_timeout=settings.ready_timeout_seconds,
         idle_timeout=settings.idle_timeout_seconds,
-        max_connections_per_user=settings.max_connections_per_user, clock=clock,
+        max_connections_per_user=settings.max_connections_per_user,
+        clock=clock,
     )
     app.on_cleanup.append(_close_clients)
     app.router.add_get("/api/agents", list_agents)

@@ -36,7 +36,10 @@ class OidcVerifier:
     def __init__(self, settings: OidcSettings, jwks_client: jwt.PyJWKClient | None = None) -> None:
         self._settings = settings
         self._jwks = jwks_client or jwt.PyJWKClient(
-            settings.jwks_url, cache_keys=True, lifespan=JWKS_CACHE_SECONDS, timeout=10,
+            settings.jwks_url,
+            cache_keys=True,
+            lifespan=JWKS_CACHE_SECONDS,
+            timeout=10,
         )
 
     async def verify(self, token: str) -> dict[str, Any]:
@@ -51,7 +54,8 @@ class OidcVerifier:
             raise Unauthorized(f"bearer token rejected: {exc}") from None
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key.key,
+                token,
+                key.key,
                 algorithms=list(self._settings.algorithms),
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
@@ -80,8 +84,9 @@ class Authenticator:
         if self._dev_token is not None and hmac.compare_digest(
             token.encode(), self._dev_token.encode()
         ):
-            return Principal(self._dev_user, identity_from_subject(self._dev_user),
-                             self._dev_user, "dev-token")
+            return Principal(
+                self._dev_user, identity_from_subject(self._dev_user), self._dev_user, "dev-token"
+            )
         if self._oidc is not None and token.count(".") == 2:
             claims = await self._oidc.verify(token)
             subject = str(claims.get("sub") or "")

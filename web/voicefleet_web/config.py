@@ -97,7 +97,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not audience or not jwks:
             raise ConfigError("OIDC_ISSUER needs OIDC_AUDIENCE and OIDC_JWKS_URL")
         oidc = OidcSettings(
-            issuer=env["OIDC_ISSUER"], audience=audience, jwks_url=jwks,
+            issuer=env["OIDC_ISSUER"],
+            audience=audience,
+            jwks_url=jwks,
             algorithms=_csv(env.get("OIDC_ALGORITHMS")) or ("RS256", "ES256"),
         )
     dev_token = env.get("GATEWAY_TOKEN") or None

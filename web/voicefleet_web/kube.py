@@ -58,7 +58,8 @@ def load_connection(kubeconfig: str | None) -> Connection:
     cfg = client.Configuration()
     if kubeconfig:
         config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=cfg)
+            config_file=kubeconfig, client_configuration=cfg
+        )
     else:
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     context: ssl.SSLContext | bool = False
@@ -116,13 +117,21 @@ class KubeSessions:
         return headers
 
     async def _call(
-        self, method: str, url: str, *, body: Any = None, content_type: str | None = None,
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        content_type: str | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         data = json.dumps(body) if body is not None else None
         try:
             async with self._client().request(
-                method, url, data=data, params=params,
+                method,
+                url,
+                data=data,
+                params=params,
                 headers=self._headers(content_type or ("application/json" if data else None)),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             ) as resp:
@@ -162,15 +171,20 @@ class KubeSessions:
         Raises KubeApiError(410) when that version is too old (re-read, then watch again).
         """
         params = {
-            "watch": "1", "fieldSelector": f"metadata.name={name}",
-            "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+            "watch": "1",
+            "fieldSelector": f"metadata.name={name}",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
             "timeoutSeconds": str(max(1, int(server_timeout))),
         }
         try:
             async with self._client().get(
-                self._base, params=params, headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=None, connect=REQUEST_TIMEOUT,
-                                              sock_read=server_timeout + REQUEST_TIMEOUT),
+                self._base,
+                params=params,
+                headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=REQUEST_TIMEOUT, sock_read=server_timeout + REQUEST_TIMEOUT
+                ),
             ) as resp:
                 if resp.status != 200:
                     _answer(resp.status, await resp.text(), f"WATCH {name}")
@@ -180,8 +194,11 @@ class KubeSessions:
                     event = json.loads(line)
                     obj = event.get("object") or {}
                     if event.get("type") == "ERROR":
-                        raise KubeApiError(int(obj.get("code") or 500), str(obj.get("reason")),
-                                           str(obj.get("message")))
+                        raise KubeApiError(
+                            int(obj.get("code") or 500),
+                            str(obj.get("reason")),
+                            str(obj.get("message")),
+                        )
                     yield WatchEvent(str(event.get("type")), obj)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise KubeUnavailable(f"watching VoiceSession {name}: {exc!r}") from None

@@ -83,8 +83,12 @@ class Ended:
     end_reason: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"session": self.session, "connection": self.connection, "phase": self.phase,
-                "endReason": self.end_reason}
+        return {
+            "session": self.session,
+            "connection": self.connection,
+            "phase": self.phase,
+            "endReason": self.end_reason,
+        }
 
 
 # -- reading a session body (pure) --------------------------------------------------------
@@ -124,8 +128,10 @@ def _is_live(obj: dict[str, Any]) -> bool:
 def ready_room(name: str, obj: dict[str, Any], requested: int) -> str | None:
     """The room once connection `requested` is Ready; None to keep waiting; raises ApiError."""
     if _requested(obj) > requested:
-        raise Conflict(f"connection {requested} of session {name} was superseded by "
-                       f"connection {_requested(obj)} (another connect request)")
+        raise Conflict(
+            f"connection {requested} of session {name} was superseded by "
+            f"connection {_requested(obj)} (another connect request)"
+        )
     status = _status(obj)
     conn = status.connection
     if conn is None or conn.id != requested:
@@ -140,8 +146,10 @@ def ready_room(name: str, obj: dict[str, Any], requested: int) -> str | None:
             raise CapacityExceeded(detail + "; try again later", retry_after=10)
         raise ConnectionFailed(detail)
     if status.phase == Phase.IDLE or conn.ended:
-        raise ConnectionFailed(f"session {name} connection {requested} ended before it was "
-                               f"ready: {conn.end_reason or 'unknown reason'}")
+        raise ConnectionFailed(
+            f"session {name} connection {requested} ended before it was "
+            f"ready: {conn.end_reason or 'unknown reason'}"
+        )
     return None
 
 
@@ -161,8 +169,17 @@ def connection_ended(obj: dict[str, Any], target: int) -> bool:
 def _connection_json(conn: ConnectionStatus | None) -> dict[str, Any] | None:
     if conn is None:
         return None
-    keep = {"id", "room", "startedAt", "agentJoinedAt", "userJoinedAt", "userLeftAt",
-            "endedAt", "endReason", "restarts"}
+    keep = {
+        "id",
+        "room",
+        "startedAt",
+        "agentJoinedAt",
+        "userJoinedAt",
+        "userLeftAt",
+        "endedAt",
+        "endReason",
+        "restarts",
+    }
     return {k: v for k, v in conn.to_wire().items() if k in keep}
 
 
@@ -183,8 +200,14 @@ def describe(name: str, obj: dict[str, Any]) -> dict[str, Any]:
 # -- the service ----------------------------------------------------------------------------
 class SessionService:
     def __init__(
-        self, store: SessionStore, *, namespace: str, ready_timeout: float, idle_timeout: float,
-        max_connections_per_user: int, in_flight: InFlight | None = None,
+        self,
+        store: SessionStore,
+        *,
+        namespace: str,
+        ready_timeout: float,
+        idle_timeout: float,
+        max_connections_per_user: int,
+        in_flight: InFlight | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -205,7 +228,10 @@ class SessionService:
         ):
             obj, requested = await self._request_connection(name, user, agent_id)
             room = await self._wait(
-                name, obj, lambda o: ready_room(name, o, requested), self._ready_timeout,
+                name,
+                obj,
+                lambda o: ready_room(name, o, requested),
+                self._ready_timeout,
                 f"connection {requested} of session {name} to be Ready",
             )
         return Connected(session=name, connection=requested, room=room)
@@ -215,17 +241,23 @@ class SessionService:
         obj = await self._owned(user, name)
         target = _requested(obj)
         if not connection_ended(obj, target):
-            obj = await self._kube(self._store.patch(
-                name, {"metadata": {"annotations": {ANNOTATION_END_CONNECTION: str(target)}}}
-            ))
+            obj = await self._kube(
+                self._store.patch(
+                    name, {"metadata": {"annotations": {ANNOTATION_END_CONNECTION: str(target)}}}
+                )
+            )
             obj = await self._wait(
-                name, obj, lambda o: o if connection_ended(o, target) else None,
-                self._idle_timeout, f"connection {target} of session {name} to end",
+                name,
+                obj,
+                lambda o: o if connection_ended(o, target) else None,
+                self._idle_timeout,
+                f"connection {target} of session {name} to end",
             )
         status = _status(obj)
         conn = status.connection
         return Ended(
-            session=name, connection=target,
+            session=name,
+            connection=target,
             phase=status.phase.value if status.phase else None,
             end_reason=conn.end_reason.value if conn and conn.end_reason else None,
         )
@@ -259,15 +291,18 @@ class SessionService:
     async def _live_sessions(self, identity: str) -> frozenset[str]:
         items = await self._kube(self._store.list(f"{LABEL_USER}={user_label(identity)}"))
         return frozenset(
-            str(o["metadata"]["name"]) for o in items
+            str(o["metadata"]["name"])
+            for o in items
             if _spec(o).get("userIdentity") == identity and _is_live(o)
         )
 
     def _new_session(self, name: str, user: Principal, agent_id: str) -> dict[str, Any]:
         return {
-            "apiVersion": API_VERSION, "kind": KIND,
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "metadata": {
-                "name": name, "namespace": self._namespace,
+                "name": name,
+                "namespace": self._namespace,
                 "labels": {LABEL_USER: user_label(user.identity), LABEL_CREATED_BY: CREATED_BY},
             },
             "spec": {"agentId": agent_id, "userIdentity": user.identity, "connection": 1},
@@ -291,10 +326,15 @@ class SessionService:
                 if spec.get("agentId") != agent_id:
                     raise Conflict(f"session {name} talks to another agent ({spec.get('agentId')})")
                 requested = _requested(obj) + 1
-                patched = await self._kube(self._store.patch(name, {
-                    "metadata": {"resourceVersion": _rv(obj)},
-                    "spec": {"connection": requested},
-                }))
+                patched = await self._kube(
+                    self._store.patch(
+                        name,
+                        {
+                            "metadata": {"resourceVersion": _rv(obj)},
+                            "spec": {"connection": requested},
+                        },
+                    )
+                )
                 return patched, requested
             except KubeApiError as exc:
                 if exc.status != 409:  # AlreadyExists or a stale resourceVersion: read again
@@ -304,8 +344,12 @@ class SessionService:
         raise Conflict(f"session {name} changed {CONFLICT_RETRIES} times while connecting; retry")
 
     async def _wait(
-        self, name: str, obj: dict[str, Any], decide: Callable[[dict[str, Any]], T | None],
-        limit_seconds: float, what: str,
+        self,
+        name: str,
+        obj: dict[str, Any],
+        decide: Callable[[dict[str, Any]], T | None],
+        limit_seconds: float,
+        what: str,
     ) -> T:
         """Watch session `name` from `obj` until `decide` answers (or raises), or time is up."""
         deadline = self._clock() + limit_seconds
@@ -324,9 +368,13 @@ class SessionService:
                         if event.type == "DELETED":
                             raise NotFound(f"session {name} was deleted while waiting for {what}")
                         if event.type == "BOOKMARK":
-                            current = {**current, "metadata": {
-                                **(current.get("metadata") or {}),
-                                "resourceVersion": _rv(event.object)}}
+                            current = {
+                                **current,
+                                "metadata": {
+                                    **(current.get("metadata") or {}),
+                                    "resourceVersion": _rv(event.object),
+                                },
+                            }
                             continue
                         current = event.object
                         outcome = decide(current)

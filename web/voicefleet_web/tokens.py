@@ -8,7 +8,13 @@ from livekit import api
 
 
 def join_token(
-    *, api_key: str, api_secret: str, room: str, identity: str, name: str, ttl_seconds: int,
+    *,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    name: str,
+    ttl_seconds: int,
 ) -> str:
     """A token that lets `identity` join `room` (and nothing else) for `ttl_seconds`.
 
@@ -16,7 +22,11 @@ def join_token(
     client's token itself.
     """
     grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True,
+        room_join=True,
+        room=room,
+        can_publish=True,
+        can_subscribe=True,
+        can_publish_data=True,
         can_update_own_metadata=False,
     )
     return (

@@ -51,8 +51,9 @@ async def serve(settings: Settings, started_at: float) -> int:
 
     health = HealthServer(state, metrics, settings.health_host, settings.health_port)
     await health.start()
-    log.info("health on http://%s:%d (/healthz /readyz /metrics)",
-             settings.health_host, health.port)
+    log.info(
+        "health on http://%s:%d (/healthz /readyz /metrics)", settings.health_host, health.port
+    )
     try:
         plugins = await asyncio.to_thread(load_plugins, settings.plugins)
         state.models_loaded = True
@@ -62,8 +63,16 @@ async def serve(settings: Settings, started_at: float) -> int:
         def make_brain(agent_id: str) -> LettaMemory:
             return LettaMemory(settings.letta_base_url, settings.letta_api_key, agent_id)
 
-        worker = SingleUseWorker(settings, plugins, metrics, state, Prompts.load(), stop,
-                                 make_brain, started_at=started_at)
+        worker = SingleUseWorker(
+            settings,
+            plugins,
+            metrics,
+            state,
+            Prompts.load(),
+            stop,
+            make_brain,
+            started_at=started_at,
+        )
         return await worker.run(stop_requested)
     finally:
         await health.aclose()
@@ -82,8 +91,13 @@ def main() -> int:
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
         return 2
-    log.info("voicefleet worker %s starting (plugins %s, Letta %s, LiveKit %s)",
-             settings.agent_name, settings.plugins, settings.letta_base_url, settings.livekit_url)
+    log.info(
+        "voicefleet worker %s starting (plugins %s, Letta %s, LiveKit %s)",
+        settings.agent_name,
+        settings.plugins,
+        settings.letta_base_url,
+        settings.livekit_url,
+    )
     try:
         return asyncio.run(serve(settings, started_at))
     except ConfigError as exc:

@@ -65,8 +65,14 @@ class Brain(Protocol):
 
 
 class LettaLLM(llm.LLM[Any]):
-    def __init__(self, brain: Brain, metrics: WorkerMetrics, apology: str, *,
-                 first_reply_seconds: float = FIRST_REPLY_SECONDS) -> None:
+    def __init__(
+        self,
+        brain: Brain,
+        metrics: WorkerMetrics,
+        apology: str,
+        *,
+        first_reply_seconds: float = FIRST_REPLY_SECONDS,
+    ) -> None:
         super().__init__()
         self.brain = brain
         self.metrics = metrics
@@ -117,7 +123,8 @@ class _LettaTurn(llm.LLMStream):
                 first = await asyncio.wait_for(anext(reply), letta.first_reply_seconds)
             except TimeoutError:
                 raise LettaUnavailable(
-                    f"no reply within {letta.first_reply_seconds:.0f} s") from None
+                    f"no reply within {letta.first_reply_seconds:.0f} s"
+                ) from None
             letta.metrics.first_token_seconds.observe(time.monotonic() - started)
             said_something = True
             self._event_ch.send_nowait(_chunk(request_id, first))
@@ -185,15 +192,24 @@ class VoiceJob:
         """Serve the connection until it ends; return why it ended."""
         deps, meta, room = self._deps, self._meta, self._ctx.room
         brain = deps.make_brain(meta.agent_id)
-        letta = LettaLLM(brain, deps.metrics, deps.prompts.apology,
-                         first_reply_seconds=deps.first_reply_seconds)
+        letta = LettaLLM(
+            brain, deps.metrics, deps.prompts.apology, first_reply_seconds=deps.first_reply_seconds
+        )
         tasks: list[asyncio.Task[Any]] = []
-        log.info("job for session %s connection %d (Letta agent %s, user %s)",
-                 meta.session, meta.connection, meta.agent_id, meta.user_identity)
+        log.info(
+            "job for session %s connection %d (Letta agent %s, user %s)",
+            meta.session,
+            meta.connection,
+            meta.agent_id,
+            meta.user_identity,
+        )
 
         def on_participant_left(participant: rtc.RemoteParticipant) -> None:
-            others = [p for p in room.remote_participants.values()
-                      if p.identity != participant.identity and is_human(p)]
+            others = [
+                p
+                for p in room.remote_participants.values()
+                if p.identity != participant.identity and is_human(p)
+            ]
             if is_human(participant) and not others:
                 self.end(END_LAST_HUMAN_LEFT)
 
@@ -226,7 +242,10 @@ class VoiceJob:
     def make_session(self, letta: LettaLLM) -> AgentSession[None]:
         plugins = self._deps.plugins
         return AgentSession(
-            vad=plugins.vad, stt=plugins.stt, tts=plugins.tts, llm=letta,
+            vad=plugins.vad,
+            stt=plugins.stt,
+            tts=plugins.tts,
+            llm=letta,
             turn_handling={
                 "turn_detection": "vad",
                 # A preemptive reply would send a turn to Letta twice.
@@ -254,7 +273,9 @@ class VoiceJob:
     async def _watch_stop(self) -> None:
         self.end(await self._deps.wait_for_stop())
 
-    async def _greet(self, session: AgentSession[None], opening: asyncio.Task[MemorySnapshot]) -> None:
+    async def _greet(
+        self, session: AgentSession[None], opening: asyncio.Task[MemorySnapshot]
+    ) -> None:
         """Greet the user once they are in the room, or apologise if memory did not load."""
         try:
             snapshot = await opening
@@ -263,9 +284,13 @@ class VoiceJob:
             self._deps.metrics.letta_errors.labels(stage="load").inc()
             text = self._deps.prompts.apology
         else:
-            log.info("Letta agent %s (%s) loaded: blocks %s, conversation %s",
-                     snapshot.agent_id, snapshot.agent_name, ", ".join(snapshot.block_labels),
-                     snapshot.conversation_id or "(the agent's default)")
+            log.info(
+                "Letta agent %s (%s) loaded: blocks %s, conversation %s",
+                snapshot.agent_id,
+                snapshot.agent_name,
+                ", ".join(snapshot.block_labels),
+                snapshot.conversation_id or "(the agent's default)",
+            )
             text = self._deps.prompts.greeting
         await self._ctx.wait_for_participant(identity=self._meta.user_identity)
         session.say(text)

@@ -39,8 +39,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         required = (
-            "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
-            "LETTA_BASE_URL", "VOICEFLEET_AGENT_NAME",
+            "LIVEKIT_URL",
+            "LIVEKIT_API_KEY",
+            "LIVEKIT_API_SECRET",
+            "LETTA_BASE_URL",
+            "VOICEFLEET_AGENT_NAME",
         )
         missing = [name for name in required if not env.get(name, "").strip()]
         if missing:

@@ -45,11 +45,13 @@ class HealthServer:
         self._host = host
         self._port = port
         app = web.Application()
-        app.add_routes([
-            web.get("/healthz", self._healthz),
-            web.get("/readyz", self._readyz),
-            web.get("/metrics", self._metrics_page),
-        ])
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+                web.get("/metrics", self._metrics_page),
+            ]
+        )
         self._runner = web.AppRunner(app, access_log=None)
         self._site: web.TCPSite | None = None
 
@@ -74,10 +76,12 @@ class HealthServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         reasons = self._state.not_ready_because()
         body = {"ready": not reasons, "reasons": reasons, "job": self._state.job}
-        return web.Response(status=200 if not reasons else 503, text=json.dumps(body) + "\n",
-                            content_type="application/json")
+        return web.Response(
+            status=200 if not reasons else 503,
+            text=json.dumps(body) + "\n",
+            content_type="application/json",
+        )
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
         self._metrics.ready.set(1 if self._state.ready else 0)
-        return web.Response(body=self._metrics.render(),
-                            headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})

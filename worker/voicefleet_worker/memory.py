@@ -34,10 +34,18 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 60.0
 # Stop reasons after which a turn without any reply text is a failure worth an apology.
-_FAILED_STOPS = frozenset({
-    "error", "llm_api_error", "invalid_llm_response", "invalid_tool_call", "cancelled",
-    "insufficient_credits", "context_window_overflow_in_system_prompt", "max_tokens_exceeded",
-})
+_FAILED_STOPS = frozenset(
+    {
+        "error",
+        "llm_api_error",
+        "invalid_llm_response",
+        "invalid_tool_call",
+        "cancelled",
+        "insufficient_credits",
+        "context_window_overflow_in_system_prompt",
+        "max_tokens_exceeded",
+    }
+)
 
 
 class LettaUnavailable(Exception):
@@ -54,16 +62,29 @@ class MemorySnapshot:
     conversation_id: str | None  # None: the server has no conversations; the agent's own
 
 
-def make_client(base_url: str, api_key: str | None, *, max_retries: int,
-                http_client: httpx.AsyncClient | None = None) -> AsyncLetta:
+def make_client(
+    base_url: str,
+    api_key: str | None,
+    *,
+    max_retries: int,
+    http_client: httpx.AsyncClient | None = None,
+) -> AsyncLetta:
     return AsyncLetta(
-        base_url=base_url, api_key=api_key, timeout=REQUEST_TIMEOUT_SECONDS,
-        max_retries=max_retries, http_client=http_client,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+        max_retries=max_retries,
+        http_client=http_client,
     )
 
 
-async def check_letta(base_url: str, api_key: str | None, *, within: float = 5.0,
-                      http_client: httpx.AsyncClient | None = None) -> str:
+async def check_letta(
+    base_url: str,
+    api_key: str | None,
+    *,
+    within: float = 5.0,
+    http_client: httpx.AsyncClient | None = None,
+) -> str:
     """Ask Letta's health endpoint; return its version or raise `LettaUnavailable`."""
     client = make_client(base_url, api_key, max_retries=0, http_client=http_client)
     try:
@@ -76,8 +97,14 @@ async def check_letta(base_url: str, api_key: str | None, *, within: float = 5.0
 
 
 class LettaMemory:
-    def __init__(self, base_url: str, api_key: str | None, agent_id: str, *,
-                 http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        agent_id: str,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
         self._base_url = base_url
         self._agent_id = agent_id
         # Loading may retry; sending never does: a retried turn would enter memory twice.
@@ -110,15 +137,18 @@ class LettaMemory:
                 except _LettaStatusError as exc:
                     if exc.status_code not in (404, 405, 501):
                         raise
-                    log.info("Letta has no conversations; using agent %s's own context",
-                             self._agent_id)
+                    log.info(
+                        "Letta has no conversations; using agent %s's own context", self._agent_id
+                    )
                     conversation_id = None
             except _LettaNotFound:
                 raise LettaUnavailable(
-                    f"Letta agent {self._agent_id} does not exist at {self._base_url}") from None
+                    f"Letta agent {self._agent_id} does not exist at {self._base_url}"
+                ) from None
             except _LettaClientError as exc:
                 raise LettaUnavailable(
-                    f"loading Letta agent {self._agent_id}: {_describe(exc)}") from None
+                    f"loading Letta agent {self._agent_id}: {_describe(exc)}"
+                ) from None
             self._snapshot = MemorySnapshot(
                 agent_id=agent.id,
                 agent_name=agent.name,
@@ -153,10 +183,12 @@ class LettaMemory:
             snapshot = await self.open()
             if snapshot.conversation_id is not None:
                 stream = await self._send_client.conversations.messages.create(
-                    snapshot.conversation_id, input=text, stream_tokens=True)
+                    snapshot.conversation_id, input=text, stream_tokens=True
+                )
             else:
                 stream = await self._send_client.agents.messages.stream(
-                    self._agent_id, input=text, stream_tokens=True)
+                    self._agent_id, input=text, stream_tokens=True
+                )
             async for event in stream:
                 if isinstance(event, AssistantMessage):
                     delta = _content_text(event.content)
@@ -165,8 +197,11 @@ class LettaMemory:
                         replies.put_nowait(delta)
                 elif isinstance(event, LettaErrorMessage):
                     raise LettaUnavailable(f"Letta error {event.error_type}: {event.message}")
-                elif (isinstance(event, LettaStopReason) and event.stop_reason in _FAILED_STOPS
-                      and not produced):
+                elif (
+                    isinstance(event, LettaStopReason)
+                    and event.stop_reason in _FAILED_STOPS
+                    and not produced
+                ):
                     raise LettaUnavailable(f"Letta stopped the turn: {event.stop_reason}")
         except LettaUnavailable as exc:
             replies.put_nowait(exc)
@@ -192,8 +227,9 @@ class LettaMemory:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
         if late:
-            log.warning("%d Letta write(s) did not finish within %.1f s; abandoned",
-                        len(late), within)
+            log.warning(
+                "%d Letta write(s) did not finish within %.1f s; abandoned", len(late), within
+            )
         return len(late)
 
     async def aclose(self) -> None:

@@ -127,8 +127,12 @@ class FasterWhisperSTT(stt.STT[Any]):
 
     def _transcribe(self, samples: np.ndarray[Any, Any], language: str) -> str:
         segments, _ = self._model.transcribe(
-            samples, language=language, beam_size=1, vad_filter=False,
-            condition_on_previous_text=False, without_timestamps=True,
+            samples,
+            language=language,
+            beam_size=1,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
 
@@ -136,11 +140,18 @@ class FasterWhisperSTT(stt.STT[Any]):
 class EspeakTTS(tts.TTS[Any]):
     """Text-to-speech with the espeak-ng program (one process per sentence)."""
 
-    def __init__(self, binary: str, *, voice: str = "en-us", words_per_minute: int = 175,
-                 sample_rate: int = 22050) -> None:
+    def __init__(
+        self,
+        binary: str,
+        *,
+        voice: str = "en-us",
+        words_per_minute: int = 175,
+        sample_rate: int = 22050,
+    ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
-            sample_rate=sample_rate, num_channels=1,
+            sample_rate=sample_rate,
+            num_channels=1,
         )
         self.binary = binary
         self.voice = voice
@@ -150,7 +161,9 @@ class EspeakTTS(tts.TTS[Any]):
     def load(cls) -> EspeakTTS:
         binary = shutil.which("espeak-ng")
         if binary is None:
-            raise ConfigError("espeak-ng is not installed (make deps / tools/install-system.sh installs it)")
+            raise ConfigError(
+                "espeak-ng is not installed (make deps / tools/install-system.sh installs it)"
+            )
         return cls(binary)
 
     @property
@@ -174,12 +187,16 @@ class _EspeakStream(tts.ChunkedStream):
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         wav = await synthesize_wav(
-            self._espeak.binary, self.input_text,
-            voice=self._espeak.voice, words_per_minute=self._espeak.words_per_minute,
+            self._espeak.binary,
+            self.input_text,
+            voice=self._espeak.voice,
+            words_per_minute=self._espeak.words_per_minute,
         )
         sample_rate, pcm = parse_wav(wav)
         output_emitter.initialize(
-            request_id=utils.shortuuid("espeak_"), sample_rate=sample_rate, num_channels=1,
+            request_id=utils.shortuuid("espeak_"),
+            sample_rate=sample_rate,
+            num_channels=1,
             mime_type="audio/pcm",
         )
         output_emitter.push(pcm)
@@ -189,8 +206,14 @@ class _EspeakStream(tts.ChunkedStream):
 async def synthesize_wav(binary: str, text: str, *, voice: str, words_per_minute: int) -> bytes:
     """Run espeak-ng on `text` (given on stdin, never parsed as options); return its WAV."""
     proc = await asyncio.create_subprocess_exec(
-        binary, "--stdout", "-v", voice, "-s", str(words_per_minute),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        binary,
+        "--stdout",
+        "-v",
+        voice,
+        "-s",
+        str(words_per_minute),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -215,14 +238,14 @@ def parse_wav(wav: bytes) -> tuple[int, bytes]:
         raise APIConnectionError("espeak-ng did not produce a WAV")
     offset, sample_rate = 12, 0
     while offset + 8 <= len(wav):
-        chunk, size = wav[offset:offset + 4], struct.unpack("<I", wav[offset + 4:offset + 8])[0]
+        chunk, size = wav[offset : offset + 4], struct.unpack("<I", wav[offset + 4 : offset + 8])[0]
         if chunk == b"fmt ":
-            channels, sample_rate = struct.unpack("<HI", wav[offset + 10:offset + 16])
-            bits = struct.unpack("<H", wav[offset + 22:offset + 24])[0]
+            channels, sample_rate = struct.unpack("<HI", wav[offset + 10 : offset + 16])
+            bits = struct.unpack("<H", wav[offset + 22 : offset + 24])[0]
             if channels != 1 or bits != 16:
                 raise APIConnectionError(f"espeak-ng WAV is {channels} ch, {bits} bit")
         elif chunk == b"data":
-            pcm = wav[offset + 8:]
+            pcm = wav[offset + 8 :]
             return sample_rate, pcm[: len(pcm) - len(pcm) % 2]
         offset += 8 + size
     raise APIConnectionError("espeak-ng WAV has no data chunk")

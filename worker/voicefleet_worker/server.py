@@ -92,9 +92,13 @@ class JobOutcome:
 class OneJobGate:
     """Accept the first valid job request; refuse every other one."""
 
-    def __init__(self, agent_name: str, metrics: WorkerMetrics,
-                 on_accepted: Callable[[DispatchMetadata], None],
-                 on_lost: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        agent_name: str,
+        metrics: WorkerMetrics,
+        on_accepted: Callable[[DispatchMetadata], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
         self._agent_name = agent_name
         self._metrics = metrics
         self._on_accepted = on_accepted
@@ -112,8 +116,11 @@ class OneJobGate:
     async def on_request(self, request: JobRequest) -> None:
         room = request.room.name
         if self._taken:
-            log.warning("refusing job %s for room %s: this worker already took its one job",
-                        request.id, room)
+            log.warning(
+                "refusing job %s for room %s: this worker already took its one job",
+                request.id,
+                room,
+            )
             self._metrics.jobs.labels(outcome="rejected").inc()
             await request.reject()
             return
@@ -125,8 +132,13 @@ class OneJobGate:
             await request.reject()
             return
         self._taken = True  # before any await: a request racing this one is refused
-        log.info("accepting job %s: room %s, session %s, connection %d",
-                 request.id, room, metadata.session, metadata.connection)
+        log.info(
+            "accepting job %s: room %s, session %s, connection %d",
+            request.id,
+            room,
+            metadata.session,
+            metadata.connection,
+        )
         self._on_accepted(metadata)
         try:
             await request.accept(
@@ -144,9 +156,18 @@ class OneJobGate:
 
 
 class SingleUseWorker:
-    def __init__(self, settings: Settings, plugins: PluginSet, metrics: WorkerMetrics,
-                 state: HealthState, prompts: Prompts, stop: StopSignal,
-                 make_brain: Callable[[str], Brain], *, started_at: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        plugins: PluginSet,
+        metrics: WorkerMetrics,
+        state: HealthState,
+        prompts: Prompts,
+        stop: StopSignal,
+        make_brain: Callable[[str], Brain],
+        *,
+        started_at: float,
+    ) -> None:
         self._settings = settings
         self._plugins = plugins
         self._metrics = metrics
@@ -162,8 +183,11 @@ class SingleUseWorker:
             self._was_ready = True
             elapsed = time.time() - self._started_at
             self._metrics.startup_seconds.set(elapsed)
-            log.info("ready %.2f s after process start: waiting for one job as %s",
-                     elapsed, self._settings.agent_name)
+            log.info(
+                "ready %.2f s after process start: waiting for one job as %s",
+                elapsed,
+                self._settings.agent_name,
+            )
 
     async def run(self, stop_requested: asyncio.Event) -> int:
         loop = asyncio.get_running_loop()
@@ -175,16 +199,24 @@ class SingleUseWorker:
             def resolve() -> None:
                 if not outcome.done():
                     outcome.set_result(JobOutcome(reason, exit_code))
+
             loop.call_soon_threadsafe(resolve)
 
         def on_accepted(_: DispatchMetadata) -> None:
             self._state.job = "running"
 
-        gate = OneJobGate(settings.agent_name, self._metrics, on_accepted,
-                          on_lost=lambda reason: finish(reason, 1))
+        gate = OneJobGate(
+            settings.agent_name,
+            self._metrics,
+            on_accepted,
+            on_lost=lambda reason: finish(reason, 1),
+        )
         deps = JobDeps(
-            plugins=self._plugins, metrics=self._metrics, prompts=self._prompts,
-            make_brain=self._make_brain, wait_for_stop=self._stop.wait,
+            plugins=self._plugins,
+            metrics=self._metrics,
+            prompts=self._prompts,
+            make_brain=self._make_brain,
+            wait_for_stop=self._stop.wait,
             flush_timeout=settings.flush_timeout_seconds,
         )
 
@@ -240,8 +272,9 @@ class SingleUseWorker:
                 exit_code = await self._stop_with_job(gate, outcome)
             else:
                 exc = run_task.exception() if not run_task.cancelled() else None
-                log.error("LiveKit at %s could not be reached: %r; exiting",
-                          settings.livekit_url, exc)
+                log.error(
+                    "LiveKit at %s could not be reached: %r; exiting", settings.livekit_url, exc
+                )
                 exit_code = 1
         finally:
             self._state.job = "ended"
@@ -252,8 +285,7 @@ class SingleUseWorker:
                 await run_task
         return exit_code
 
-    async def _stop_with_job(self, gate: OneJobGate,
-                             outcome: asyncio.Future[JobOutcome]) -> int:
+    async def _stop_with_job(self, gate: OneJobGate, outcome: asyncio.Future[JobOutcome]) -> int:
         if not gate.taken:
             log.info("stopping before any job was taken")
             return 0

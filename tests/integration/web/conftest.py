@@ -38,15 +38,20 @@ def letta(stack_env: dict[str, str]) -> Iterator[Letta]:
 
 @pytest.fixture(scope="session")
 def gateway_kubeconfig(
-    stack_env: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathFactory,
+    stack_env: dict[str, str],
+    kubectl: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     return gateway_kubeconfig_for(
-        stack_env, kubectl, tmp_path_factory.mktemp("gateway") / "kubeconfig")
+        stack_env, kubectl, tmp_path_factory.mktemp("gateway") / "kubeconfig"
+    )
 
 
 @pytest.fixture(scope="session")
 def start_gateway(
-    stack_env: dict[str, str], letta: Letta, gateway_kubeconfig: Path,
+    stack_env: dict[str, str],
+    letta: Letta,
+    gateway_kubeconfig: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Gateway]]:
     """start_gateway(user="it-alice", **env) -> a running gateway (one per set of arguments)."""
@@ -58,8 +63,13 @@ def start_gateway(
             log = tmp_path_factory.mktemp("gateway-run") / "gateway.log"
             try:
                 running[key] = start_gateway_process(
-                    stack_env, kubeconfig=gateway_kubeconfig, letta_url=letta.url, log=log,
-                    user=user, **overrides)
+                    stack_env,
+                    kubeconfig=gateway_kubeconfig,
+                    letta_url=letta.url,
+                    log=log,
+                    user=user,
+                    **overrides,
+                )
             except GatewayFailed as exc:
                 pytest.fail(str(exc))
         return running[key]

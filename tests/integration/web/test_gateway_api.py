@@ -55,8 +55,10 @@ def test_agents_list_holds_agent_66(start_gateway: StartGateway, letta: Letta) -
 def test_bad_input_is_400_and_unknown_agent_is_404(start_gateway: StartGateway) -> None:
     with start_gateway().client() as http:
         error_of(http.post("/api/sessions", json={"agentId": "no such/agent"}), 400)
-        error_of(http.post("/api/sessions", content=b"{", headers={
-            "Content-Type": "application/json"}), 400)
+        error_of(
+            http.post("/api/sessions", content=b"{", headers={"Content-Type": "application/json"}),
+            400,
+        )
         error_of(http.post("/api/sessions", json={"agentId": "agent-does-not-exist"}), 404)
         error_of(http.get("/api/sessions/Not_A_Name"), 400)
         error_of(http.get("/api/sessions/nobody-here-00000000"), 404)
@@ -78,7 +80,10 @@ def test_letta_down_is_503(start_gateway: StartGateway) -> None:
 
 
 def test_kubernetes_down_is_503(
-    start_gateway: StartGateway, letta: Letta, gateway_kubeconfig: Path, tmp_path: Path,
+    start_gateway: StartGateway,
+    letta: Letta,
+    gateway_kubeconfig: Path,
+    tmp_path: Path,
 ) -> None:
     dead = tmp_path / "kubeconfig"
     config = yaml.safe_load(gateway_kubeconfig.read_text())
@@ -90,7 +95,10 @@ def test_kubernetes_down_is_503(
 
 
 def test_connect_waits_by_watching_and_times_out_with_504_when_nobody_serves_it(
-    start_gateway: StartGateway, letta: Letta, kubectl: Any, stack_dir: Any,
+    start_gateway: StartGateway,
+    letta: Letta,
+    kubectl: Any,
+    stack_dir: Any,
     stand_in_operator: StandInOperator,
 ) -> None:
     """The stand-in keeps the connection in Connecting (as if no worker ever came)."""
@@ -105,24 +113,40 @@ def test_connect_waits_by_watching_and_times_out_with_504_when_nobody_serves_it(
 
 
 def test_gateway_account_may_not_write_status_or_delete(
-    stack_env: dict[str, str], gateway_kubeconfig: Any, kubectl: Any,
+    stack_env: dict[str, str],
+    gateway_kubeconfig: Any,
+    kubectl: Any,
 ) -> None:
     ns = stack_env["NAMESPACE"]
     who = f"--as=system:serviceaccount:{stack_env['OPERATOR_NAMESPACE']}:voicefleet-gateway"
     can = kubectl("auth", "can-i", "--list", "-n", ns, who, check=False).stdout
     assert "voicesessions.voicefleet.dev" in can
-    for verb, resource, *sub in [("delete", "voicesessions"),
-                                 ("patch", "voicesessions", "--subresource=status"),
-                                 ("create", "pods"), ("get", "secrets")]:
-        answer = kubectl("auth", "can-i", verb, f"{resource}.voicefleet.dev" if sub or
-                         resource == "voicesessions" else resource, *sub, "-n", ns, who,
-                         check=False).stdout.strip()
+    for verb, resource, *sub in [
+        ("delete", "voicesessions"),
+        ("patch", "voicesessions", "--subresource=status"),
+        ("create", "pods"),
+        ("get", "secrets"),
+    ]:
+        answer = kubectl(
+            "auth",
+            "can-i",
+            verb,
+            f"{resource}.voicefleet.dev" if sub or resource == "voicesessions" else resource,
+            *sub,
+            "-n",
+            ns,
+            who,
+            check=False,
+        ).stdout.strip()
         assert answer == "no", (verb, resource, sub)
 
 
 # -- with the stand-in operator ---------------------------------------------------------------
 def test_connect_disconnect_reconnect_stand_in_operator(
-    start_gateway: StartGateway, letta: Letta, stack_env: dict[str, str], kubectl: Any,
+    start_gateway: StartGateway,
+    letta: Letta,
+    stack_env: dict[str, str],
+    kubectl: Any,
     stand_in_operator: StandInOperator,
 ) -> None:
     stand_in_operator.users.add("it-alice")
@@ -130,13 +154,18 @@ def test_connect_disconnect_reconnect_stand_in_operator(
     rooms = []
     with gateway.client() as http:
         for _ in range(3):
-            resp = http.post("/api/sessions", json={"agentId": agent_id(letta),
-                                                    "userIdentity": "mallory"})
+            resp = http.post(
+                "/api/sessions", json={"agentId": agent_id(letta), "userIdentity": "mallory"}
+            )
             assert resp.status_code == 200, resp.text
             body = resp.json()
             assert set(body) >= {"session", "connection", "room", "livekitUrl", "token"}
-            claims = jwt.decode(body["token"], stack_env["LIVEKIT_API_SECRET"],
-                                algorithms=["HS256"], issuer=stack_env["LIVEKIT_API_KEY"])
+            claims = jwt.decode(
+                body["token"],
+                stack_env["LIVEKIT_API_SECRET"],
+                algorithms=["HS256"],
+                issuer=stack_env["LIVEKIT_API_KEY"],
+            )
             assert claims["sub"] == "it-alice"
             assert claims["video"]["room"] == body["room"] and claims["video"]["roomJoin"]
             assert claims["exp"] - time.time() <= 300 + 5
@@ -147,13 +176,22 @@ def test_connect_disconnect_reconnect_stand_in_operator(
             assert ended.status_code == 200, ended.text
             assert ended.json()["phase"] == "Idle"
     assert len(set(rooms)) == 3
-    spec = kubectl("get", "voicesession", body["session"], "-n", stack_env["NAMESPACE"],
-                   "-o", "jsonpath={.spec.userIdentity} {.spec.connection}").stdout
+    spec = kubectl(
+        "get",
+        "voicesession",
+        body["session"],
+        "-n",
+        stack_env["NAMESPACE"],
+        "-o",
+        "jsonpath={.spec.userIdentity} {.spec.connection}",
+    ).stdout
     assert spec == f"it-alice {body['connection']}"
 
 
 def test_capacity_exceeded_is_429_and_other_failures_503_stand_in_operator(
-    start_gateway: StartGateway, letta: Letta, stand_in_operator: StandInOperator,
+    start_gateway: StartGateway,
+    letta: Letta,
+    stand_in_operator: StandInOperator,
 ) -> None:
     stand_in_operator.users.update({"it-full", "it-broken"})
     stand_in_operator.modes.update({"it-full": "CapacityExceeded", "it-broken": "WorkerFailed"})
@@ -165,7 +203,9 @@ def test_capacity_exceeded_is_429_and_other_failures_503_stand_in_operator(
 
 
 def test_someone_elses_session_is_403_stand_in_operator(
-    start_gateway: StartGateway, letta: Letta, stand_in_operator: StandInOperator,
+    start_gateway: StartGateway,
+    letta: Letta,
+    stand_in_operator: StandInOperator,
 ) -> None:
     stand_in_operator.users.add("it-owner")
     with start_gateway(user="it-owner").client() as http:
@@ -177,7 +217,9 @@ def test_someone_elses_session_is_403_stand_in_operator(
 
 
 def test_concurrent_connection_limit_is_429_stand_in_operator(
-    start_gateway: StartGateway, letta: Letta, stand_in_operator: StandInOperator,
+    start_gateway: StartGateway,
+    letta: Letta,
+    stand_in_operator: StandInOperator,
 ) -> None:
     if len(letta.agents) < 2:
         pytest.skip("needs two Letta agents")
@@ -191,7 +233,9 @@ def test_concurrent_connection_limit_is_429_stand_in_operator(
 
 
 def test_simultaneous_reconnects_of_one_session_stand_in_operator(
-    start_gateway: StartGateway, letta: Letta, stand_in_operator: StandInOperator,
+    start_gateway: StartGateway,
+    letta: Letta,
+    stand_in_operator: StandInOperator,
 ) -> None:
     """Racing connects never share a connection id: one wins, the other is told (409)."""
     stand_in_operator.users.add("it-race")
@@ -216,14 +260,20 @@ def test_logs_hold_no_tokens(start_gateway: StartGateway, stack_env: dict[str, s
         http.get("/api/agents?token=also-secret")
     text = gateway.log.read_text()
     assert '"route": "/api/agents"' in text
-    for secret in (stack_env["GATEWAY_TOKEN"], stack_env["LIVEKIT_API_SECRET"],
-                   "not-the-token-but-secret-looking", "also-secret"):
+    for secret in (
+        stack_env["GATEWAY_TOKEN"],
+        stack_env["LIVEKIT_API_SECRET"],
+        "not-the-token-but-secret-looking",
+        "also-secret",
+    ):
         assert secret not in text
 
 
 # -- the real operator ------------------------------------------------------------------------
 def test_connect_with_the_real_operator(
-    start_gateway: StartGateway, letta: Letta, stack_dir: Any,
+    start_gateway: StartGateway,
+    letta: Letta,
+    stack_dir: Any,
 ) -> None:
     if not operator_running(stack_dir):
         pytest.skip("the operator is not part of this stack yet (issue 4)")

@@ -48,12 +48,15 @@ def op_namespace(kubectl: Any, stack_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def checkout_operator(
-    op_namespace: str, stack_env: dict[str, str], kubectl: Any,
+    op_namespace: str,
+    stack_env: dict[str, str],
+    kubectl: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     try:
-        proc = start_checkout_operator(stack_env, op_namespace,
-                                       tmp_path_factory.mktemp("gw-operator"))
+        proc = start_checkout_operator(
+            stack_env, op_namespace, tmp_path_factory.mktemp("gw-operator")
+        )
     except OperatorUnavailable as exc:
         pytest.skip(str(exc))
     yield proc
@@ -62,10 +65,16 @@ def checkout_operator(
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def gateway_for_operator(
-    checkout_operator: Any, op_namespace: str, start_gateway: Callable[..., Gateway],
+    checkout_operator: Any,
+    op_namespace: str,
+    start_gateway: Callable[..., Gateway],
 ) -> Gateway:
-    return start_gateway(user="it-op", NAMESPACE=op_namespace,
-                         GATEWAY_READY_TIMEOUT_SECONDS="60", GATEWAY_IDLE_TIMEOUT_SECONDS="30")
+    return start_gateway(
+        user="it-op",
+        NAMESPACE=op_namespace,
+        GATEWAY_READY_TIMEOUT_SECONDS="60",
+        GATEWAY_IDLE_TIMEOUT_SECONDS="30",
+    )
 
 
 def connection_of(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -99,15 +108,23 @@ async def user_seen(kubectl: Any, namespace: str, name: str, connection: int) ->
 
 @asynccontextmanager
 async def participant(
-    env: dict[str, str], url: str, token: str | None = None, *, room: str = "",
-    identity: str = "", agent: bool = False,
+    env: dict[str, str],
+    url: str,
+    token: str | None = None,
+    *,
+    room: str = "",
+    identity: str = "",
+    agent: bool = False,
 ) -> AsyncIterator[Any]:
     from livekit import api, rtc
 
     if token is None:
         grants = api.VideoGrants(room_join=True, room=room, agent=agent or None)
-        access = api.AccessToken(env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]) \
-            .with_identity(identity).with_grants(grants)
+        access = (
+            api.AccessToken(env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
+            .with_identity(identity)
+            .with_grants(grants)
+        )
         token = (access.with_kind("agent") if agent else access).to_jwt()
     lk_room = rtc.Room()
     await lk_room.connect(url, token)
@@ -118,7 +135,10 @@ async def participant(
 
 
 async def test_connect_join_leave_and_disconnect_with_the_checkout_operator(
-    gateway_for_operator: Gateway, letta: Letta, kubectl: Any, op_namespace: str,
+    gateway_for_operator: Gateway,
+    letta: Letta,
+    kubectl: Any,
+    op_namespace: str,
     stack_env: dict[str, str],
 ) -> None:
     gateway = gateway_for_operator
@@ -129,13 +149,21 @@ async def test_connect_join_leave_and_disconnect_with_the_checkout_operator(
         for connection in (1, 2):
             post = asyncio.create_task(http.post("/api/sessions", json={"agentId": agent}))
             conn = await dispatched(kubectl, op_namespace, name, connection)
-            async with participant(stack_env, stack_env["LIVEKIT_URL"], room=conn["room"],
-                                   identity=f"agent-{conn['pod']}", agent=True):
+            async with participant(
+                stack_env,
+                stack_env["LIVEKIT_URL"],
+                room=conn["room"],
+                identity=f"agent-{conn['pod']}",
+                agent=True,
+            ):
                 resp = await post
                 assert resp.status_code == 200, resp.text
                 body = resp.json()
                 assert (body["session"], body["connection"], body["room"]) == (
-                    name, connection, conn["room"])
+                    name,
+                    connection,
+                    conn["room"],
+                )
                 # The user joins with the gateway's token; leaves once the operator saw them
                 # (no LiveKit webhook reaches this operator: it sees them by its room check).
                 async with participant(stack_env, body["livekitUrl"], body["token"]) as me:
@@ -148,11 +176,16 @@ async def test_connect_join_leave_and_disconnect_with_the_checkout_operator(
                 assert ended.json()["phase"] == "Idle"
 
 
-@pytest.mark.xfail(reason="the operator does not honour voicefleet.dev/end-connection yet "
-                          "(a connection the user never joined ends only at its join timeout)",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="the operator does not honour voicefleet.dev/end-connection yet "
+    "(a connection the user never joined ends only at its join timeout)",
+    strict=False,
+)
 async def test_disconnect_before_the_user_joined_with_the_checkout_operator(
-    gateway_for_operator: Gateway, letta: Letta, kubectl: Any, op_namespace: str,
+    gateway_for_operator: Gateway,
+    letta: Letta,
+    kubectl: Any,
+    op_namespace: str,
     stack_env: dict[str, str],
 ) -> None:
     gateway = gateway_for_operator
@@ -163,8 +196,13 @@ async def test_disconnect_before_the_user_joined_with_the_checkout_operator(
         post = asyncio.create_task(http.post("/api/sessions", json={"agentId": agent}))
         requested = int(connection_of(kubectl, op_namespace, name).get("id", 0)) + 1
         conn = await dispatched(kubectl, op_namespace, name, requested)
-        async with participant(stack_env, stack_env["LIVEKIT_URL"], room=conn["room"],
-                               identity=f"agent-{conn['pod']}", agent=True):
+        async with participant(
+            stack_env,
+            stack_env["LIVEKIT_URL"],
+            room=conn["room"],
+            identity=f"agent-{conn['pod']}",
+            agent=True,
+        ):
             assert (await post).status_code == 200
             ended = await http.delete(f"/api/sessions/{name}/connection")
             assert ended.status_code == 200, ended.text

@@ -34,8 +34,10 @@ REPO = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "voicefleet.dev", "v1alpha1", "voicesessions"
 END_ANNOTATION = "voicefleet.dev/end-connection"
 GATEWAY_ACCOUNT = "voicefleet-gateway"
-STAND_IN_AGENTS = [{"id": "agent-standin-66", "name": "Agent_66", "tags": []},
-                   {"id": "agent-standin-7", "name": "Agent_7", "tags": []}]
+STAND_IN_AGENTS = [
+    {"id": "agent-standin-66", "name": "Agent_66", "tags": []},
+    {"id": "agent-standin-7", "name": "Agent_7", "tags": []},
+]
 
 
 def free_port() -> int:
@@ -100,8 +102,9 @@ class StandInLetta:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Directory)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        self.letta = Letta(f"http://127.0.0.1:{self._server.server_address[1]}", True,
-                           STAND_IN_AGENTS)
+        self.letta = Letta(
+            f"http://127.0.0.1:{self._server.server_address[1]}", True, STAND_IN_AGENTS
+        )
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -124,17 +127,26 @@ def find_letta(stack_env: dict[str, str]) -> Letta | None:
 def gateway_kubeconfig_for(stack_env: dict[str, str], kubectl: Any, path: Path) -> Path:
     """Write a kubeconfig for ServiceAccount voicefleet-gateway (web/rbac.yaml) to `path`."""
     kubectl("apply", "-f", str(REPO / "web" / "rbac.yaml"))
-    token = kubectl("create", "token", GATEWAY_ACCOUNT, "-n",
-                    stack_env.get("OPERATOR_NAMESPACE", "voicefleet-system"),
-                    "--duration=2h").stdout.strip()
+    token = kubectl(
+        "create",
+        "token",
+        GATEWAY_ACCOUNT,
+        "-n",
+        stack_env.get("OPERATOR_NAMESPACE", "voicefleet-system"),
+        "--duration=2h",
+    ).stdout.strip()
     admin = yaml.safe_load(Path(stack_env["KUBECONFIG"]).read_text())
     cluster = admin["clusters"][0]["cluster"]
     if "certificate-authority" in cluster:
         ca = Path(cluster["certificate-authority"]).read_bytes()
-        cluster = {"server": cluster["server"],
-                   "certificate-authority-data": base64.b64encode(ca).decode()}
+        cluster = {
+            "server": cluster["server"],
+            "certificate-authority-data": base64.b64encode(ca).decode(),
+        }
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "gateway",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "gateway",
         "clusters": [{"name": "stack", "cluster": cluster}],
         "users": [{"name": "gateway", "user": {"token": token}}],
         "contexts": [{"name": "gateway", "context": {"cluster": "stack", "user": "gateway"}}],
@@ -171,8 +183,13 @@ class GatewayFailed(RuntimeError):
 
 
 def start_gateway_process(
-    stack_env: dict[str, str], *, kubeconfig: Path, letta_url: str, log: Path,
-    user: str = "it-alice", **overrides: str,
+    stack_env: dict[str, str],
+    *,
+    kubeconfig: Path,
+    letta_url: str,
+    log: Path,
+    user: str = "it-alice",
+    **overrides: str,
 ) -> Gateway:
     """Start the checkout's gateway on a free loopback port; wait until /healthz answers."""
     port = free_port()
@@ -197,7 +214,9 @@ def start_gateway_process(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "voicefleet_web", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     gateway = Gateway(f"http://127.0.0.1:{port}", env["GATEWAY_TOKEN"], user, log, process, env)
     deadline = time.monotonic() + 30
@@ -241,8 +260,9 @@ class StandInOperator:
         for obj in items:
             if (obj.get("spec") or {}).get("userIdentity") in self.users:
                 with contextlib.suppress(Exception):
-                    api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
-                                                        obj["metadata"]["name"])
+                    api.delete_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, obj["metadata"]["name"]
+                    )
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, daemon=True)
@@ -254,8 +274,14 @@ class StandInOperator:
 
         api = client.CustomObjectsApi(config.new_client_from_config(self.kubeconfig))
         while not self.stop.is_set():
-            stream = watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION,
-                                          self.namespace, PLURAL, timeout_seconds=2)
+            stream = watch.Watch().stream(
+                api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                timeout_seconds=2,
+            )
             for event in stream:
                 if self.stop.is_set():
                     break
@@ -277,21 +303,44 @@ class StandInOperator:
         room = f"vs-{name}-{wanted}-bcdfg"
 
         def write(phase: str, reason: str, started: str, **connection: Any) -> None:
-            body = {"status": {
-                "phase": phase, "connectionsTotal": total,
-                "connection": {"id": wanted, "startedAt": started, "room": room,
-                               "endedAt": None, "endReason": None, "failure": None,
-                               "agentJoinedAt": None, **connection},
-                "conditions": [{"type": "Ready", "status": str(phase == "Ready"),
-                                "reason": reason, "message": f"stand-in operator: {reason}",
-                                "lastTransitionTime": _now()}]}}
-            api.patch_namespaced_custom_object_status(GROUP, VERSION, self.namespace, PLURAL,
-                                                      name, body)
+            body = {
+                "status": {
+                    "phase": phase,
+                    "connectionsTotal": total,
+                    "connection": {
+                        "id": wanted,
+                        "startedAt": started,
+                        "room": room,
+                        "endedAt": None,
+                        "endReason": None,
+                        "failure": None,
+                        "agentJoinedAt": None,
+                        **connection,
+                    },
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": str(phase == "Ready"),
+                            "reason": reason,
+                            "message": f"stand-in operator: {reason}",
+                            "lastTransitionTime": _now(),
+                        }
+                    ],
+                }
+            }
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, name, body
+            )
 
         if conn.get("id") == wanted:
             if end == str(wanted) and status.get("phase") != "Idle":
-                write("Idle", "ConnectionEnded", conn.get("startedAt") or _now(),
-                      endedAt=_now(), endReason="UserLeft")
+                write(
+                    "Idle",
+                    "ConnectionEnded",
+                    conn.get("startedAt") or _now(),
+                    endedAt=_now(),
+                    endReason="UserLeft",
+                )
             return
         total += 1
         if mode == "never":
@@ -334,8 +383,9 @@ def start_checkout_operator(stack_env: dict[str, str], namespace: str, folder: P
     except ImportError as exc:
         raise OperatorUnavailable(f"the operator's test helpers are not available: {exc}") from None
     env = dict(stack_env, NAMESPACE=namespace)
-    proc = OperatorProcess(env, operator_kubeconfig(Kube(env), env, folder / "kubeconfig"),
-                           folder / "operator.log")
+    proc = OperatorProcess(
+        env, operator_kubeconfig(Kube(env), env, folder / "kubeconfig"), folder / "operator.log"
+    )
     try:
         proc.start()
     except AssertionError as exc:
@@ -345,8 +395,16 @@ def start_checkout_operator(stack_env: dict[str, str], namespace: str, folder: P
 
 def stop_checkout_operator(proc: Any, kubectl: Any, namespace: str) -> None:
     # Sessions go while the operator still runs: their finalizer needs it.
-    kubectl("delete", "voicesessions", "--all", "-n", namespace, "--wait=true", "--timeout=45s",
-            check=False)
+    kubectl(
+        "delete",
+        "voicesessions",
+        "--all",
+        "-n",
+        namespace,
+        "--wait=true",
+        "--timeout=45s",
+        check=False,
+    )
     proc.stop()
     kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -388,13 +446,18 @@ class StandInWorker:
         api = client.CustomObjectsApi(config.new_client_from_config(self.env["KUBECONFIG"]))
         joined: dict[str, asyncio.Task[None]] = {}
         while not self.stop_event.is_set():
-            items = await asyncio.to_thread(api.list_namespaced_custom_object, GROUP, VERSION,
-                                            self.namespace, PLURAL)
+            items = await asyncio.to_thread(
+                api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL
+            )
             live = set()
             for obj in items["items"]:
                 conn = (obj.get("status") or {}).get("connection") or {}
-                if conn.get("room") and conn.get("pod") and not conn.get("endedAt") \
-                        and not conn.get("endReason"):
+                if (
+                    conn.get("room")
+                    and conn.get("pod")
+                    and not conn.get("endedAt")
+                    and not conn.get("endReason")
+                ):
                     key = f"{conn['room']}|{conn['pod']}"
                     live.add(key)
                     if key not in joined:
@@ -412,21 +475,28 @@ class StandInWorker:
         from livekit import api, rtc
 
         grants = api.VideoGrants(room_join=True, room=room_name, agent=True)
-        token = (api.AccessToken(self.env["LIVEKIT_API_KEY"], self.env["LIVEKIT_API_SECRET"])
-                 .with_identity(f"agent-{pod}").with_kind("agent").with_grants(grants).to_jwt())
+        token = (
+            api.AccessToken(self.env["LIVEKIT_API_KEY"], self.env["LIVEKIT_API_SECRET"])
+            .with_identity(f"agent-{pod}")
+            .with_kind("agent")
+            .with_grants(grants)
+            .to_jwt()
+        )
         room = rtc.Room()
         replies: set[asyncio.Task[None]] = set()
 
         async def say(text: str) -> None:
             await room.local_participant.send_text(
-                text, topic="lk.transcription",
-                attributes={"lk.segment_id": os.urandom(6).hex(),
-                            "lk.transcription_final": "true"})
+                text,
+                topic="lk.transcription",
+                attributes={"lk.segment_id": os.urandom(6).hex(), "lk.transcription_final": "true"},
+            )
 
         def on_chat(reader: Any, sender: str) -> None:
             async def answer() -> None:
                 text = await reader.read_all()
                 await say(f"You said: {text}")
+
             task = asyncio.get_running_loop().create_task(answer())
             replies.add(task)
             task.add_done_callback(replies.discard)

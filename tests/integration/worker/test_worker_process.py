@@ -59,24 +59,41 @@ async def livekit(stack_env: dict[str, str]) -> AsyncIterator[api.LiveKitAPI]:
         await client.aclose()
 
 
-def start_worker(stack_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path,
-                 **kwargs: object) -> WorkerProcess:
+def start_worker(
+    stack_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path, **kwargs: object
+) -> WorkerProcess:
     worker = WorkerProcess(stack_env, tmp_path / f"worker-{len(workers) + 1}.log", **kwargs)  # type: ignore[arg-type]
     workers.append(worker)
     worker.start()
     seconds = worker.wait_ready()
-    print(f"\n{worker.agent_name}: ready {seconds:.2f} s after start, "
-          f"RSS {worker.rss_bytes() / 2**20:.0f} MiB")
+    print(
+        f"\n{worker.agent_name}: ready {seconds:.2f} s after start, "
+        f"RSS {worker.rss_bytes() / 2**20:.0f} MiB"
+    )
     return worker
 
 
-async def connect(stack_env: dict[str, str], lk: api.LiveKitAPI, worker: WorkerProcess,
-                  agent_id: str, *, connection: int = 1) -> Human:
+async def connect(
+    stack_env: dict[str, str],
+    lk: api.LiveKitAPI,
+    worker: WorkerProcess,
+    agent_id: str,
+    *,
+    connection: int = 1,
+) -> Human:
     """Room + dispatch + join; returns once the agent greeted the user."""
     room = unique("vs-test")
-    await dispatch(lk, room, worker.agent_name, {
-        "session": "voicefleet/test", "agentId": agent_id, "connection": connection,
-        "userIdentity": "alice"})
+    await dispatch(
+        lk,
+        room,
+        worker.agent_name,
+        {
+            "session": "voicefleet/test",
+            "agentId": agent_id,
+            "connection": connection,
+            "userIdentity": "alice",
+        },
+    )
     human = Human(stack_env, room, "alice")
     await human.join()
     await human.wait_for(lambda text: bool(text.strip()), within=30)  # the greeting
@@ -94,8 +111,8 @@ def errors_in(worker: WorkerProcess) -> list[str]:
 
 
 async def test_text_on_lk_chat_is_answered_on_lk_transcription(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     async with livekit(stack_env) as lk:
         worker = start_worker(stack_env, workers, tmp_path)
         human = await connect(stack_env, lk, worker, agent_id)
@@ -107,8 +124,8 @@ async def test_text_on_lk_chat_is_answered_on_lk_transcription(
 
 
 async def test_memory_carries_over_to_a_fresh_worker(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     async with livekit(stack_env) as lk:
         fact = f"the test word is {secrets.token_hex(3)}"
         first = start_worker(stack_env, workers, tmp_path)
@@ -126,8 +143,8 @@ async def test_memory_carries_over_to_a_fresh_worker(
 
 
 async def test_sigterm_right_after_a_memory_write_flushes_it(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     async with livekit(stack_env) as lk:
         fact = f"the flushed word is {secrets.token_hex(3)}"
         worker = start_worker(stack_env, workers, tmp_path)
@@ -149,8 +166,8 @@ async def test_sigterm_right_after_a_memory_write_flushes_it(
 
 
 async def test_deleting_the_room_ends_the_job(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     async with livekit(stack_env) as lk:
         worker = start_worker(stack_env, workers, tmp_path)
         human = await connect(stack_env, lk, worker, agent_id)
@@ -163,15 +180,23 @@ async def test_deleting_the_room_ends_the_job(
 
 
 async def test_a_used_worker_takes_no_second_job(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     async with livekit(stack_env) as lk:
         worker = start_worker(stack_env, workers, tmp_path)
         human = await connect(stack_env, lk, worker, agent_id)
         other_room = unique("vs-test-second")
-        await dispatch(lk, other_room, worker.agent_name, {
-            "session": "voicefleet/other", "agentId": agent_id, "connection": 1,
-            "userIdentity": "bob"})
+        await dispatch(
+            lk,
+            other_room,
+            worker.agent_name,
+            {
+                "session": "voicefleet/other",
+                "agentId": agent_id,
+                "connection": 1,
+                "userIdentity": "bob",
+            },
+        )
         bob = Human(stack_env, other_room, "bob")
         await bob.join()
         await asyncio.sleep(5)
@@ -184,8 +209,8 @@ async def test_a_used_worker_takes_no_second_job(
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
 async def test_spoken_question_is_transcribed_and_answered(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     async with livekit(stack_env) as lk:
         worker = start_worker(stack_env, workers, tmp_path)
         human = await connect(stack_env, lk, worker, agent_id)
@@ -193,13 +218,15 @@ async def test_spoken_question_is_transcribed_and_answered(
         source = rtc.AudioSource(rate, 1)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
         await human.room.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
         since = len(human.transcripts)
         await asyncio.sleep(1.0)  # let the agent subscribe
         silence = np.zeros(rate * 2, dtype=np.int16)
         await play(source, np.concatenate([silence[: rate // 2], samples, silence]), rate)
-        answer = await human.wait_for(lambda t: t.lower().startswith("you said:"), within=45,
-                                      since=since)
+        answer = await human.wait_for(
+            lambda t: t.lower().startswith("you said:"), within=45, since=since
+        )
         assert "hello world" in answer.lower()
         await human.leave()
         assert await asyncio.to_thread(worker.wait_exit, 30) == 0
@@ -217,15 +244,15 @@ async def play(source: rtc.AudioSource, samples: np.ndarray, rate: int) -> None:
     """Publish `samples` as a microphone would: 10 ms frames in real time."""
     per_frame = rate // 100
     for i in range(math.ceil(samples.size / per_frame)):
-        chunk = samples[i * per_frame:(i + 1) * per_frame]
+        chunk = samples[i * per_frame : (i + 1) * per_frame]
         if chunk.size < per_frame:
             chunk = np.pad(chunk, (0, per_frame - chunk.size))
         await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, per_frame))
 
 
 async def test_five_connections_in_a_row_each_answer_without_slowing_down(
-        stack_env: dict[str, str], workers: list[WorkerProcess],
-        agent_id: str, tmp_path: Path) -> None:
+    stack_env: dict[str, str], workers: list[WorkerProcess], agent_id: str, tmp_path: Path
+) -> None:
     """T1/T3 at the worker's level: disconnect, wait, a fresh worker for each connection."""
     rows = []
     async with livekit(stack_env) as lk:

@@ -70,8 +70,12 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "voicefleet_worker"], env=env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voicefleet_worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
 
     def readyz(self) -> tuple[int, dict[str, object]]:
@@ -123,7 +127,9 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"worker did not exit in {timeout} s:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"worker did not exit in {timeout} s:\n{self.log_tail()}"
+            ) from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -137,15 +143,21 @@ class WorkerProcess:
 
 
 def livekit_api(stack_env: dict[str, str]) -> api.LiveKitAPI:
-    return api.LiveKitAPI(stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"],
-                          stack_env["LIVEKIT_API_SECRET"])
+    return api.LiveKitAPI(
+        stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"], stack_env["LIVEKIT_API_SECRET"]
+    )
 
 
-async def dispatch(lk: api.LiveKitAPI, room: str, agent_name: str, metadata: dict[str, object]) -> None:
+async def dispatch(
+    lk: api.LiveKitAPI, room: str, agent_name: str, metadata: dict[str, object]
+) -> None:
     """What the operator does: a room, then an explicit dispatch to the worker's agent name."""
     await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=30))
-    await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-        room=room, agent_name=agent_name, metadata=json.dumps(metadata)))
+    await lk.agent_dispatch.create_dispatch(
+        api.CreateAgentDispatchRequest(
+            room=room, agent_name=agent_name, metadata=json.dumps(metadata)
+        )
+    )
 
 
 class Human:
@@ -161,11 +173,12 @@ class Human:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def join(self) -> None:
-        token = (api.AccessToken(self.stack_env["LIVEKIT_API_KEY"],
-                                 self.stack_env["LIVEKIT_API_SECRET"])
-                 .with_identity(self.identity)
-                 .with_grants(api.VideoGrants(room_join=True, room=self.room_name))
-                 .to_jwt())
+        token = (
+            api.AccessToken(self.stack_env["LIVEKIT_API_KEY"], self.stack_env["LIVEKIT_API_SECRET"])
+            .with_identity(self.identity)
+            .with_grants(api.VideoGrants(room_join=True, room=self.room_name))
+            .to_jwt()
+        )
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_transcription)
         await self.room.connect(self.stack_env["LIVEKIT_URL"], token)
 
@@ -182,8 +195,9 @@ class Human:
     async def say_text(self, text: str) -> None:
         await self.room.local_participant.send_text(text, topic=TOPIC_CHAT)
 
-    async def wait_for(self, predicate: Callable[[str], bool], within: float = 30.0,
-                       since: int = 0) -> str:
+    async def wait_for(
+        self, predicate: Callable[[str], bool], within: float = 30.0, since: int = 0
+    ) -> str:
         """The first agent transcript (index >= since) matching `predicate`."""
         deadline = time.monotonic() + within
         while True:
@@ -193,7 +207,8 @@ class Human:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(
-                    f"no matching transcript in {within} s; got {self.transcripts[since:]}")
+                    f"no matching transcript in {within} s; got {self.transcripts[since:]}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -201,8 +216,11 @@ class Human:
                 pass
 
     def agents_in_room(self) -> list[rtc.RemoteParticipant]:
-        return [p for p in self.room.remote_participants.values()
-                if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT]
+        return [
+            p
+            for p in self.room.remote_participants.values()
+            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        ]
 
     async def leave(self) -> None:
         await self.room.disconnect()

@@ -13,16 +13,30 @@ from voicefleet_stack.kube import ControlPlane
 from voicefleet_stack.parts import StackContext
 
 SPEC_ENV_KEYS = [
-    "KUBECONFIG", "NAMESPACE", "OPERATOR_NAMESPACE", "LIVEKIT_URL", "LIVEKIT_API_KEY",
-    "LIVEKIT_API_SECRET", "LETTA_BASE_URL", "GATEWAY_URL", "GATEWAY_TOKEN", "WEBHOOK_URL",
-    "VOICEFLEET_BIN", "PYTHON",
+    "KUBECONFIG",
+    "NAMESPACE",
+    "OPERATOR_NAMESPACE",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "LETTA_BASE_URL",
+    "GATEWAY_URL",
+    "GATEWAY_TOKEN",
+    "WEBHOOK_URL",
+    "VOICEFLEET_BIN",
+    "PYTHON",
 ]
 
 
 def _ctx(tmp_path: Path) -> StackContext:
     ctx = stack.new_context(tmp_path)
-    return StackContext(home=tmp_path, stack_dir=tmp_path, bin_dir=tmp_path / "bin",
-                        ports=ctx.ports, values=ctx.values)
+    return StackContext(
+        home=tmp_path,
+        stack_dir=tmp_path,
+        bin_dir=tmp_path / "bin",
+        ports=ctx.ports,
+        values=ctx.values,
+    )
 
 
 def test_env_file_has_exactly_the_spec_keys_and_round_trips(tmp_path: Path) -> None:
@@ -51,7 +65,9 @@ def test_client_certificates_carry_the_identity_rbac_sees(tmp_path: Path) -> Non
     pair = ca.issue("admin", "voicefleet-admin", orgs=("system:masters",))
     cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "voicefleet-admin"
-    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    assert (
+        cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    )
     assert cert.issuer == ca.cert.subject
     assert pair.key.stat().st_mode & 0o077 == 0
 
@@ -60,8 +76,9 @@ def test_control_plane_parts_bind_to_loopback_only(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     cp = ControlPlane(ctx)
     cp.generate_pki()
-    argv = " ".join(cp.etcd().argv + cp.apiserver().argv + cp.controller_manager().argv
-                    + cp.scheduler().argv)
+    argv = " ".join(
+        cp.etcd().argv + cp.apiserver().argv + cp.controller_manager().argv + cp.scheduler().argv
+    )
     assert "0.0.0.0" not in argv
     assert "--authorization-mode=Node,RBAC" in argv
     assert "--bind-address=127.0.0.1" in argv

@@ -31,11 +31,18 @@ def settings(tmp_path: Path) -> Settings:
     (static / "index.html").write_text("<!doctype html><title>voicefleet</title>")
     (static / "app.js").write_text("console.log('hi')")
     return Settings(
-        namespace="voicefleet", livekit_url="ws://127.0.0.1:7880",
-        livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET,
-        dev_token=DEV_TOKEN, dev_user="alice", join_token_ttl_seconds=120,
-        ready_timeout_seconds=5.0, idle_timeout_seconds=5.0,
-        max_connections_per_user=2, requests_per_minute=60, static_dir=static,
+        namespace="voicefleet",
+        livekit_url="ws://127.0.0.1:7880",
+        livekit_api_key=LIVEKIT_KEY,
+        livekit_api_secret=LIVEKIT_SECRET,
+        dev_token=DEV_TOKEN,
+        dev_user="alice",
+        join_token_ttl_seconds=120,
+        ready_timeout_seconds=5.0,
+        idle_timeout_seconds=5.0,
+        max_connections_per_user=2,
+        requests_per_minute=60,
+        static_dir=static,
     )
 
 
@@ -54,8 +61,6 @@ def agents() -> FakeAgents:
     return FakeAgents()
 
 
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def make_client(
     settings: Settings, store: FakeStore, agents: FakeAgents
@@ -64,10 +69,16 @@ async def make_client(
     clients: list[TestClient[Any, Any]] = []
 
     async def make(
-        authenticator: Any = None, server: dict[str, Any] | None = None, **overrides: Any,
+        authenticator: Any = None,
+        server: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> TestClient[Any, Any]:
-        app = create_app(dataclasses.replace(settings, **overrides), store=store, agents=agents,
-                         authenticator=authenticator)
+        app = create_app(
+            dataclasses.replace(settings, **overrides),
+            store=store,
+            agents=agents,
+            authenticator=authenticator,
+        )
         test_server = TestServer(app, host="127.0.0.1")
         await test_server.start_server(**(server or {}))  # runner options (access log)
         client: TestClient[Any, Any] = TestClient(test_server)

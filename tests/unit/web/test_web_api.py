@@ -41,8 +41,9 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 # -- authentication -------------------------------------------------------------------------
-@pytest.mark.parametrize("header", [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer wrong-token",
-                                    "Bearer a.b.c"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer wrong-token", "Bearer a.b.c"]
+)
 async def test_bad_or_missing_bearer_token_is_401(client: Client, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     resp = await client.get("/api/agents", headers=headers)
@@ -51,8 +52,12 @@ async def test_bad_or_missing_bearer_token_is_401(client: Client, header: str | 
 
 
 async def test_every_api_route_needs_a_token(client: Client) -> None:
-    for method, path in [("GET", "/api/agents"), ("POST", "/api/sessions"),
-                         ("GET", "/api/sessions/x"), ("DELETE", "/api/sessions/x/connection")]:
+    for method, path in [
+        ("GET", "/api/agents"),
+        ("POST", "/api/sessions"),
+        ("GET", "/api/sessions/x"),
+        ("DELETE", "/api/sessions/x/connection"),
+    ]:
         await assert_error(await client.request(method, path), 401)
 
 
@@ -60,17 +65,27 @@ async def test_openapi_and_health_need_no_token(client: Client) -> None:
     resp = await client.get("/api/openapi.json")
     doc = await resp.json()
     assert resp.status == 200 and doc["openapi"].startswith("3.")
-    assert {"/api/agents", "/api/sessions", "/api/sessions/{name}",
-            "/api/sessions/{name}/connection"} <= set(doc["paths"])
+    assert {
+        "/api/agents",
+        "/api/sessions",
+        "/api/sessions/{name}",
+        "/api/sessions/{name}/connection",
+    } <= set(doc["paths"])
     assert (await client.get("/healthz")).status == 200
 
 
 async def test_someone_elses_session_is_403(
-    client: Client, store: FakeStore, operator: FakeOperator,
+    client: Client,
+    store: FakeStore,
+    operator: FakeOperator,
 ) -> None:
     name = session_name("bob", "agent-66")
-    await store.create({"metadata": {"name": name}, "spec": {
-        "agentId": "agent-66", "userIdentity": "bob", "connection": 1}})
+    await store.create(
+        {
+            "metadata": {"name": name},
+            "spec": {"agentId": "agent-66", "userIdentity": "bob", "connection": 1},
+        }
+    )
     await assert_error(await client.get(f"/api/sessions/{name}", headers=AUTH), 403, "forbidden")
     await assert_error(await client.delete(f"/api/sessions/{name}/connection", headers=AUTH), 403)
 
@@ -79,19 +94,21 @@ async def test_someone_elses_session_is_403(
 async def test_agents_are_listed_as_id_and_name(client: Client) -> None:
     resp = await client.get("/api/agents", headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == [{"id": "agent-66", "name": "Agent_66"},
-                                 {"id": "agent-7", "name": "Agent_7"}]
+    assert await resp.json() == [
+        {"id": "agent-66", "name": "Agent_66"},
+        {"id": "agent-7", "name": "Agent_7"},
+    ]
 
 
 async def test_letta_down_is_503(client: Client, agents: FakeAgents) -> None:
     agents.unavailable = True
-    await assert_error(await client.get("/api/agents", headers=AUTH), 503,
-                       "dependency_unavailable")
+    await assert_error(await client.get("/api/agents", headers=AUTH), 503, "dependency_unavailable")
 
 
 # -- connect --------------------------------------------------------------------------------
 async def test_connect_creates_the_session_and_returns_a_room_token(
-    client: Client, store: FakeStore,
+    client: Client,
+    store: FakeStore,
 ) -> None:
     resp = await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
     assert resp.status == 200, await resp.text()
@@ -105,60 +122,87 @@ async def test_connect_creates_the_session_and_returns_a_room_token(
 
 
 async def test_join_token_is_scoped_to_the_room_with_a_short_ttl(client: Client) -> None:
-    body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                    headers=AUTH)).json()
+    body = await (
+        await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+    ).json()
     claims = claims_of(body["token"])
     assert claims["sub"] == "alice"
     assert claims["video"]["room"] == body["room"]
     assert claims["video"]["roomJoin"] is True
     assert not {"roomAdmin", "roomCreate", "roomList", "roomRecord", "agent"} & {
-        k for k, v in claims["video"].items() if v}
+        k for k, v in claims["video"].items() if v
+    }
     assert 0 < claims["exp"] - time.time() <= 120 + 5
 
 
 async def test_identity_comes_from_the_subject_not_the_body(
-    client: Client, store: FakeStore,
+    client: Client,
+    store: FakeStore,
 ) -> None:
-    resp = await client.post("/api/sessions", headers=AUTH, json={
-        "agentId": "agent-66", "userIdentity": "mallory", "identity": "mallory"})
+    resp = await client.post(
+        "/api/sessions",
+        headers=AUTH,
+        json={"agentId": "agent-66", "userIdentity": "mallory", "identity": "mallory"},
+    )
     body = await resp.json()
     assert claims_of(body["token"])["sub"] == "alice"
     assert store.objects[body["session"]]["spec"]["userIdentity"] == "alice"
 
 
 async def test_reconnect_raises_the_connection_and_gets_a_new_room(
-    client: Client, store: FakeStore,
+    client: Client,
+    store: FakeStore,
 ) -> None:
     rooms = []
     for expected in (1, 2, 3):
-        body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                        headers=AUTH)).json()
+        body = await (
+            await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+        ).json()
         assert body["connection"] == expected
         rooms.append(body["room"])
     assert len(set(rooms)) == 3
     assert store.objects[session_name("alice", "agent-66")]["spec"]["connection"] == 3
 
 
-@pytest.mark.parametrize("body", ["not json", "[1, 2]", '"agent-66"', "{}",
-                                  '{"agentId": 66}', '{"agentId": ""}',
-                                  '{"agentId": "../etc/passwd"}', '{"agentId": "a b"}',
-                                  '{"agentId": "' + "a" * 129 + '"}', "[" * 8000,
-                                  '{"agentId": NaN}', b'{"agentId": "\xff"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[1, 2]",
+        '"agent-66"',
+        "{}",
+        '{"agentId": 66}',
+        '{"agentId": ""}',
+        '{"agentId": "../etc/passwd"}',
+        '{"agentId": "a b"}',
+        '{"agentId": "' + "a" * 129 + '"}',
+        "[" * 8000,
+        '{"agentId": NaN}',
+        b'{"agentId": "\xff"}',
+    ],
+)
 async def test_bad_connect_body_is_400(client: Client, body: str | bytes) -> None:
-    resp = await client.post("/api/sessions", data=body, headers={
-        **AUTH, "Content-Type": "application/json"})
+    resp = await client.post(
+        "/api/sessions", data=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
     await assert_error(resp, 400, "bad_request")
 
 
 async def test_non_json_content_type_is_415(client: Client) -> None:
-    resp = await client.post("/api/sessions", data="agentId=x", headers={
-        **AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+    resp = await client.post(
+        "/api/sessions",
+        data="agentId=x",
+        headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     await assert_error(resp, 415)
 
 
 async def test_oversized_body_is_413(client: Client) -> None:
-    resp = await client.post("/api/sessions", data='{"agentId": "' + "a" * 20000 + '"}',
-                             headers={**AUTH, "Content-Type": "application/json"})
+    resp = await client.post(
+        "/api/sessions",
+        data='{"agentId": "' + "a" * 20000 + '"}',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     await assert_error(resp, 413)
 
 
@@ -169,7 +213,8 @@ async def test_unknown_agent_is_404(client: Client, store: FakeStore) -> None:
 
 
 async def test_capacity_exceeded_is_429(
-    make_client: MakeClient, store: FakeStore,
+    make_client: MakeClient,
+    store: FakeStore,
 ) -> None:
     FakeOperator(store, mode="fail", reason="CapacityExceeded")
     client = await make_client()
@@ -179,7 +224,8 @@ async def test_capacity_exceeded_is_429(
 
 
 async def test_other_failure_is_503_with_the_reason(
-    make_client: MakeClient, store: FakeStore,
+    make_client: MakeClient,
+    store: FakeStore,
 ) -> None:
     FakeOperator(store, mode="fail", reason="ImagePullFailed")
     client = await make_client()
@@ -205,7 +251,8 @@ async def test_kubernetes_down_is_503(client: Client, store: FakeStore) -> None:
 
 
 async def test_a_ready_status_of_the_previous_connection_is_not_taken_for_the_new_one(
-    make_client: MakeClient, store: FakeStore,
+    make_client: MakeClient,
+    store: FakeStore,
 ) -> None:
     operator = FakeOperator(store)
     client = await make_client(ready_timeout_seconds=0.3)
@@ -219,7 +266,8 @@ async def test_a_ready_status_of_the_previous_connection_is_not_taken_for_the_ne
 
 
 async def test_a_dropped_or_expired_watch_is_resumed(
-    client: Client, store: FakeStore,
+    client: Client,
+    store: FakeStore,
 ) -> None:
     from voicefleet_web.kube import KubeApiError, KubeUnavailable
 
@@ -239,7 +287,8 @@ async def test_a_watch_refused_is_503(client: Client, store: FakeStore) -> None:
 
 # -- limits ---------------------------------------------------------------------------------
 async def test_requests_per_minute_limit_is_429(
-    make_client: MakeClient, operator: FakeOperator,
+    make_client: MakeClient,
+    operator: FakeOperator,
 ) -> None:
     client = await make_client(requests_per_minute=3)
     for _ in range(3):
@@ -250,7 +299,9 @@ async def test_requests_per_minute_limit_is_429(
 
 
 async def test_concurrent_connections_limit_is_429(
-    make_client: MakeClient, operator: FakeOperator, agents: FakeAgents,
+    make_client: MakeClient,
+    operator: FakeOperator,
+    agents: FakeAgents,
 ) -> None:
     client = await make_client(max_connections_per_user=1)
     first = await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
@@ -263,7 +314,8 @@ async def test_concurrent_connections_limit_is_429(
 
 
 async def test_two_simultaneous_connects_cannot_both_pass_a_limit_of_one(
-    make_client: MakeClient, operator: FakeOperator,
+    make_client: MakeClient,
+    operator: FakeOperator,
 ) -> None:
     client = await make_client(max_connections_per_user=1)
     answers = await asyncio.gather(
@@ -275,8 +327,9 @@ async def test_two_simultaneous_connects_cannot_both_pass_a_limit_of_one(
 
 # -- sessions and disconnect ----------------------------------------------------------------
 async def test_get_session_shows_phase_and_connection(client: Client) -> None:
-    body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                    headers=AUTH)).json()
+    body = await (
+        await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+    ).json()
     resp = await client.get(f"/api/sessions/{body['session']}", headers=AUTH)
     assert resp.status == 200
     info = await resp.json()
@@ -293,23 +346,31 @@ async def test_unknown_session_is_404_and_malformed_name_is_400(client: Client) 
 
 
 async def test_disconnect_asks_the_operator_and_waits_for_idle(
-    client: Client, store: FakeStore,
+    client: Client,
+    store: FakeStore,
 ) -> None:
-    body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                    headers=AUTH)).json()
+    body = await (
+        await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+    ).json()
     resp = await client.delete(f"/api/sessions/{body['session']}/connection", headers=AUTH)
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"session": body["session"], "connection": 1, "phase": "Idle",
-                                 "endReason": "UserLeft"}
+    assert await resp.json() == {
+        "session": body["session"],
+        "connection": 1,
+        "phase": "Idle",
+        "endReason": "UserLeft",
+    }
     annotations = store.objects[body["session"]]["metadata"]["annotations"]
     assert annotations[ANNOTATION_END_CONNECTION] == "1"
 
 
 async def test_disconnect_of_an_ended_connection_answers_at_once(
-    client: Client, store: FakeStore,
+    client: Client,
+    store: FakeStore,
 ) -> None:
-    body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                    headers=AUTH)).json()
+    body = await (
+        await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+    ).json()
     url = f"/api/sessions/{body['session']}/connection"
     assert (await client.delete(url, headers=AUTH)).status == 200
     patches = len(store.patches)
@@ -318,32 +379,37 @@ async def test_disconnect_of_an_ended_connection_answers_at_once(
 
 
 async def test_disconnect_not_honoured_in_time_is_504(
-    make_client: MakeClient, store: FakeStore,
+    make_client: MakeClient,
+    store: FakeStore,
 ) -> None:
     FakeOperator(store, honour_end=False)
     client = await make_client(idle_timeout_seconds=0.3)
-    body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                    headers=AUTH)).json()
+    body = await (
+        await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+    ).json()
     resp = await client.delete(f"/api/sessions/{body['session']}/connection", headers=AUTH)
     await assert_error(resp, 504, "timeout")
 
 
 async def test_reconnect_after_disconnect_gets_connection_two(client: Client) -> None:
     for expected in (1, 2):
-        body = await (await client.post("/api/sessions", json={"agentId": "agent-66"},
-                                        headers=AUTH)).json()
+        body = await (
+            await client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+        ).json()
         assert body["connection"] == expected
         resp = await client.delete(f"/api/sessions/{body['session']}/connection", headers=AUTH)
         assert (await resp.json())["connection"] == expected
 
 
 async def test_session_deleted_while_connecting_is_404(
-    make_client: MakeClient, store: FakeStore,
+    make_client: MakeClient,
+    store: FakeStore,
 ) -> None:
     FakeOperator(store, mode="never")
     client = await make_client()
     task = asyncio.ensure_future(
-        client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH))
+        client.post("/api/sessions", json={"agentId": "agent-66"}, headers=AUTH)
+    )
     name = session_name("alice", "agent-66")
     while name not in store.objects:
         await store.changed.wait()
@@ -354,10 +420,14 @@ async def test_session_deleted_while_connecting_is_404(
 # -- other routes -------------------------------------------------------------------------
 async def test_every_api_route_is_in_the_openapi_document(client: Client) -> None:
     doc = await (await client.get("/api/openapi.json")).json()
-    routes = {(r.method.lower(), r.resource.canonical) for r in client.app.router.routes()
-              if r.resource is not None and r.resource.canonical.startswith("/api/")
-              and r.method not in ("*", "HEAD")
-              and r.resource.canonical != "/api/openapi.json"}
+    routes = {
+        (r.method.lower(), r.resource.canonical)
+        for r in client.app.router.routes()
+        if r.resource is not None
+        and r.resource.canonical.startswith("/api/")
+        and r.method not in ("*", "HEAD")
+        and r.resource.canonical != "/api/openapi.json"
+    }
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
     for ops in doc["paths"].values():
@@ -385,5 +455,6 @@ async def test_index_is_served_with_a_strict_csp(client: Client) -> None:
 async def test_metrics_count_requests_by_route(client: Client) -> None:
     await client.get("/api/agents", headers=AUTH)
     text = await (await client.get("/metrics")).text()
-    assert 'voicefleet_gateway_requests_total{method="GET",route="/api/agents",status="200"}' \
-        in text
+    assert (
+        'voicefleet_gateway_requests_total{method="GET",route="/api/agents",status="200"}' in text
+    )

@@ -52,31 +52,51 @@ async def jwks_url(keys: dict[str, Any]) -> AsyncIterator[str]:
 
 def make_jwt(key: Any, kid: str = "k1", **overrides: Any) -> str:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "auth0|carol", "name": "Carol",
-              "iat": now, "exp": now + 300, **overrides}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "auth0|carol",
+        "name": "Carol",
+        "iat": now,
+        "exp": now + 300,
+        **overrides,
+    }
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
 
 def authenticator(settings: Settings, jwks_url: str) -> Authenticator:
-    oidc = OidcSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=jwks_url,
-                        algorithms=("RS256",))
+    oidc = OidcSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=jwks_url, algorithms=("RS256",))
     return Authenticator(Settings(**{**settings.__dict__, "oidc": oidc}))
 
 
 async def test_a_valid_oidc_token_authenticates_its_subject(
-    settings: Settings, jwks_url: str, keys: dict[str, Any],
+    settings: Settings,
+    jwks_url: str,
+    keys: dict[str, Any],
 ) -> None:
-    user = await authenticator(settings, jwks_url).authenticate(
-        f"Bearer {make_jwt(keys['good'])}")
+    user = await authenticator(settings, jwks_url).authenticate(f"Bearer {make_jwt(keys['good'])}")
     assert user.subject == "auth0|carol" and user.method == "oidc" and user.name == "Carol"
     assert user.identity.startswith("auth0-carol-")  # `|` is not allowed in an identity
 
 
-@pytest.mark.parametrize("case", ["expired", "wrong_audience", "wrong_issuer", "other_key",
-                                  "unknown_kid", "no_subject", "alg_none"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "other_key",
+        "unknown_kid",
+        "no_subject",
+        "alg_none",
+    ],
+)
 async def test_bad_oidc_tokens_are_refused(
-    settings: Settings, jwks_url: str, keys: dict[str, Any], case: str,
+    settings: Settings,
+    jwks_url: str,
+    keys: dict[str, Any],
+    case: str,
 ) -> None:
     token = {
         "expired": lambda: make_jwt(keys["good"], exp=int(time.time()) - 600),
@@ -85,21 +105,30 @@ async def test_bad_oidc_tokens_are_refused(
         "other_key": lambda: make_jwt(keys["other"]),
         "unknown_kid": lambda: make_jwt(keys["other"], kid="k9"),
         "no_subject": lambda: make_jwt(keys["good"], sub=None),
-        "alg_none": lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x",
-                                        "exp": int(time.time()) + 60}, None, algorithm="none",
-                                       headers={"kid": "k1"}),
+        "alg_none": lambda: jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60},
+            None,
+            algorithm="none",
+            headers={"kid": "k1"},
+        ),
     }[case]()
     with pytest.raises(Unauthorized):
         await authenticator(settings, jwks_url).authenticate(f"Bearer {token}")
 
 
 async def test_oidc_user_gets_a_join_token_for_their_own_identity(
-    make_client: MakeClient, settings: Settings, jwks_url: str, keys: dict[str, Any],
+    make_client: MakeClient,
+    settings: Settings,
+    jwks_url: str,
+    keys: dict[str, Any],
     operator: FakeOperator,
 ) -> None:
     client = await make_client(authenticator=authenticator(settings, jwks_url))
-    resp = await client.post("/api/sessions", json={"agentId": "agent-66"},
-                             headers={"Authorization": f"Bearer {make_jwt(keys['good'])}"})
+    resp = await client.post(
+        "/api/sessions",
+        json={"agentId": "agent-66"},
+        headers={"Authorization": f"Bearer {make_jwt(keys['good'])}"},
+    )
     body = await resp.json()
     assert resp.status == 200, body
     claims = jwt.decode(body["token"], options={"verify_signature": False})
@@ -108,24 +137,35 @@ async def test_oidc_user_gets_a_join_token_for_their_own_identity(
 
 
 async def test_the_dev_token_still_works_next_to_oidc(
-    make_client: MakeClient, settings: Settings, jwks_url: str,
+    make_client: MakeClient,
+    settings: Settings,
+    jwks_url: str,
 ) -> None:
     client = await make_client(authenticator=authenticator(settings, jwks_url))
-    resp = await client.get("/api/agents", headers={
-        "Authorization": f"Bearer {settings.dev_token}"})
+    resp = await client.get(
+        "/api/agents", headers={"Authorization": f"Bearer {settings.dev_token}"}
+    )
     assert resp.status == 200
 
 
 async def test_access_log_holds_identity_but_no_token(
-    make_client: MakeClient, settings: Settings, operator: FakeOperator,
+    make_client: MakeClient,
+    settings: Settings,
+    operator: FakeOperator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = await make_client(server={"access_log_class": JsonAccessLogger,
-                                       "access_log": logging.getLogger(ACCESS_LOGGER)})
+    client = await make_client(
+        server={
+            "access_log_class": JsonAccessLogger,
+            "access_log": logging.getLogger(ACCESS_LOGGER),
+        }
+    )
     with caplog.at_level(logging.INFO):
         resp = await client.post(
-            "/api/sessions?token=leaky", json={"agentId": "agent-66"},
-            headers={"Authorization": f"Bearer {settings.dev_token}"})
+            "/api/sessions?token=leaky",
+            json={"agentId": "agent-66"},
+            headers={"Authorization": f"Bearer {settings.dev_token}"},
+        )
         join = (await resp.json())["token"]
         await client.get("/api/agents", headers={"Authorization": "Bearer not-a-real-token"})
     access = [r for r in caplog.records if r.name == ACCESS_LOGGER]
@@ -139,10 +179,13 @@ async def test_access_log_holds_identity_but_no_token(
 
 
 async def test_unreachable_jwks_is_503_not_401(
-    make_client: MakeClient, settings: Settings, keys: dict[str, Any],
+    make_client: MakeClient,
+    settings: Settings,
+    keys: dict[str, Any],
 ) -> None:
     client = await make_client(authenticator=authenticator(settings, "http://127.0.0.1:9/jwks"))
-    resp = await client.get("/api/agents", headers={
-        "Authorization": f"Bearer {make_jwt(keys['good'])}"})
+    resp = await client.get(
+        "/api/agents", headers={"Authorization": f"Bearer {make_jwt(keys['good'])}"}
+    )
     assert resp.status == 503, await resp.text()
     assert (await resp.json())["error"] == "dependency_unavailable"

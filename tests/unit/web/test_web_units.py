@@ -17,15 +17,26 @@ from voicefleet_web.limits import InFlight, RateLimiter
 from voicefleet_web.naming import identity_from_subject, is_session_name, session_name
 from voicefleet_web.sessions import connection_ended, ready_room
 
-ENV = {"GATEWAY_TOKEN": "t" * 20, "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s",
-       "LIVEKIT_URL": "ws://127.0.0.1:7880", "LETTA_BASE_URL": "http://127.0.0.1:8283"}
+ENV = {
+    "GATEWAY_TOKEN": "t" * 20,
+    "LIVEKIT_API_KEY": "k",
+    "LIVEKIT_API_SECRET": "s",
+    "LIVEKIT_URL": "ws://127.0.0.1:7880",
+    "LETTA_BASE_URL": "http://127.0.0.1:8283",
+}
 
 
 # -- names ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("user,agent", [
-    ("alice", "agent-66"), ("Alice.Smith@Example.com", "agent-1b2c3d4e-aaaa-bbbb-cccc-0123456789ab"),
-    ("x" * 128, "y" * 128), ("auth0-carol-1234abcd", "A:B.C"), ("9", "0"),
-])
+@pytest.mark.parametrize(
+    "user,agent",
+    [
+        ("alice", "agent-66"),
+        ("Alice.Smith@Example.com", "agent-1b2c3d4e-aaaa-bbbb-cccc-0123456789ab"),
+        ("x" * 128, "y" * 128),
+        ("auth0-carol-1234abcd", "A:B.C"),
+        ("9", "0"),
+    ],
+)
 def test_session_names_are_deterministic_dns_labels_within_63(user: str, agent: str) -> None:
     name = session_name(user, agent)
     assert name == session_name(user, agent)
@@ -57,11 +68,18 @@ def test_settings_read_the_stack_env() -> None:
     assert "t" * 20 not in repr(settings) and "'s'" not in repr(settings)
 
 
-@pytest.mark.parametrize("change", [
-    {"GATEWAY_TOKEN": ""}, {"GATEWAY_TOKEN": "short"}, {"LIVEKIT_API_SECRET": ""},
-    {"LETTA_BASE_URL": "nope"}, {"OIDC_ISSUER": "https://id.test/"},
-    {"GATEWAY_REQUESTS_PER_MINUTE": "0"}, {"GATEWAY_READY_TIMEOUT_SECONDS": "soon"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"GATEWAY_TOKEN": ""},
+        {"GATEWAY_TOKEN": "short"},
+        {"LIVEKIT_API_SECRET": ""},
+        {"LETTA_BASE_URL": "nope"},
+        {"OIDC_ISSUER": "https://id.test/"},
+        {"GATEWAY_REQUESTS_PER_MINUTE": "0"},
+        {"GATEWAY_READY_TIMEOUT_SECONDS": "soon"},
+    ],
+)
 def test_bad_settings_are_refused_with_the_variable_named(change: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         load_settings({**ENV, **change})
@@ -84,12 +102,29 @@ def test_ready_needs_the_requested_connection() -> None:
 
 def test_failed_capacity_is_capacity_other_failures_are_failures() -> None:
     with pytest.raises(CapacityExceeded):
-        ready_room("s", body(1, {"phase": "Failed",
-                                 "connection": conn(1, failure="CapacityExceeded")}), 1)
+        ready_room(
+            "s", body(1, {"phase": "Failed", "connection": conn(1, failure="CapacityExceeded")}), 1
+        )
     with pytest.raises(ConnectionFailed, match="Unschedulable"):
-        ready_room("s", body(1, {"phase": "Failed", "connection": conn(1), "conditions": [
-            {"type": "Ready", "status": "False", "reason": "Unschedulable",
-             "lastTransitionTime": "2026-11-26T10:00:00Z"}]}), 1)
+        ready_room(
+            "s",
+            body(
+                1,
+                {
+                    "phase": "Failed",
+                    "connection": conn(1),
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "lastTransitionTime": "2026-11-26T10:00:00Z",
+                        }
+                    ],
+                },
+            ),
+            1,
+        )
 
 
 def test_a_newer_request_supersedes_the_wait() -> None:
@@ -131,9 +166,13 @@ def test_in_flight_counts_other_sessions_only() -> None:
 
 # -- Letta ----------------------------------------------------------------------------------
 async def test_letta_agents_are_paged_and_filtered_by_tag() -> None:
-    pages = {None: [{"id": f"agent-{i}", "name": f"A{i:03d}", "tags": ["voice"] if i % 2 else []}
-                    for i in range(100)],
-             "agent-99": [{"id": "agent-100", "name": "Z", "tags": ["voice"]}]}
+    pages = {
+        None: [
+            {"id": f"agent-{i}", "name": f"A{i:03d}", "tags": ["voice"] if i % 2 else []}
+            for i in range(100)
+        ],
+        "agent-99": [{"id": "agent-100", "name": "Z", "tags": ["voice"]}],
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/agents/":
@@ -142,8 +181,9 @@ async def test_letta_agents_are_paged_and_filtered_by_tag() -> None:
             return httpx.Response(200, json=pages[None][1])
         return httpx.Response(404, json={"detail": "not found"})
 
-    letta = LettaAgents("http://letta.test", tags=("voice",),
-                        transport=httpx.MockTransport(handler))
+    letta = LettaAgents(
+        "http://letta.test", tags=("voice",), transport=httpx.MockTransport(handler)
+    )
     agents = await letta.list_agents()
     assert len(agents) == 51 and agents[-1].id == "agent-100"
     assert (await letta.get_agent("agent-1")) is not None

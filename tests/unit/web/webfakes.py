@@ -101,8 +101,11 @@ class FakeStore:
     async def list(self, label_selector: str) -> list[dict[str, Any]]:
         self._check()
         wanted = dict(p.split("=", 1) for p in label_selector.split(",") if p)
-        return [copy.deepcopy(o) for o in self.objects.values()
-                if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
+        return [
+            copy.deepcopy(o)
+            for o in self.objects.values()
+            if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+        ]
 
     async def watch(
         self, name: str, resource_version: str, server_timeout: float
@@ -136,8 +139,13 @@ def _conn(cid: int, room: str | None, **extra: Any) -> dict[str, Any]:
 
 
 def ready_condition(status: str, reason: str, message: str = "") -> dict[str, Any]:
-    return {"type": "Ready", "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": NOW}
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": NOW,
+    }
 
 
 @dataclasses.dataclass
@@ -171,46 +179,77 @@ class FakeOperator:
         status = obj.get("status") or {}
         conn = status.get("connection") or {}
         end = (obj["metadata"].get("annotations") or {}).get(ANNOTATION_END_CONNECTION)
-        if conn.get("id") == wanted and end == str(wanted) and self.honour_end \
-                and status.get("phase") != "Idle":
-            self.store.set_status(name, {
-                "phase": "Idle", "connection": _conn(wanted, conn.get("room"), endedAt=NOW,
-                                                     endReason="UserLeft"),
-                "connectionsTotal": status.get("connectionsTotal", 0),
-                "conditions": [ready_condition("False", "ConnectionEnded")]})
+        if (
+            conn.get("id") == wanted
+            and end == str(wanted)
+            and self.honour_end
+            and status.get("phase") != "Idle"
+        ):
+            self.store.set_status(
+                name,
+                {
+                    "phase": "Idle",
+                    "connection": _conn(
+                        wanted, conn.get("room"), endedAt=NOW, endReason="UserLeft"
+                    ),
+                    "connectionsTotal": status.get("connectionsTotal", 0),
+                    "conditions": [ready_condition("False", "ConnectionEnded")],
+                },
+            )
             return
         if conn.get("id") == wanted:
             return
         room = f"vs-{name}-{wanted}-bcdfg"
         total = int(status.get("connectionsTotal", 0)) + 1
-        self.store.set_status(name, {
-            "phase": "Connecting", "connection": _conn(wanted, room),
-            "connectionsTotal": total, "conditions": [ready_condition("False", "Connecting")]})
+        self.store.set_status(
+            name,
+            {
+                "phase": "Connecting",
+                "connection": _conn(wanted, room),
+                "connectionsTotal": total,
+                "conditions": [ready_condition("False", "Connecting")],
+            },
+        )
         if self.mode == "never":
             return
         await asyncio.sleep(0)
         if self.mode == "fail":
-            self.store.set_status(name, {
-                "phase": "Failed",
-                "connection": _conn(wanted, room, failure=self.reason,
-                                    failureMessage=f"fake {self.reason}"),
-                "connectionsTotal": total,
-                "conditions": [ready_condition("False", self.reason, f"fake {self.reason}")]})
+            self.store.set_status(
+                name,
+                {
+                    "phase": "Failed",
+                    "connection": _conn(
+                        wanted, room, failure=self.reason, failureMessage=f"fake {self.reason}"
+                    ),
+                    "connectionsTotal": total,
+                    "conditions": [ready_condition("False", self.reason, f"fake {self.reason}")],
+                },
+            )
             return
-        self.store.set_status(name, {
-            "phase": "Ready", "connection": _conn(wanted, room, agentJoinedAt=NOW),
-            "connectionsTotal": total, "conditions": [ready_condition("True", "AgentReady")]})
+        self.store.set_status(
+            name,
+            {
+                "phase": "Ready",
+                "connection": _conn(wanted, room, agentJoinedAt=NOW),
+                "connectionsTotal": total,
+                "conditions": [ready_condition("True", "AgentReady")],
+            },
+        )
 
 
 class FakeAgents:
     def __init__(self, agents: list[Agent] | None = None) -> None:
-        self.agents = agents if agents is not None else [
-            Agent("agent-66", "Agent_66"), Agent("agent-7", "Agent_7")]
+        self.agents = (
+            agents
+            if agents is not None
+            else [Agent("agent-66", "Agent_66"), Agent("agent-7", "Agent_7")]
+        )
         self.unavailable = False
 
     async def list_agents(self) -> list[Agent]:
         if self.unavailable:
             from voicefleet_web.errors import DependencyUnavailable
+
             raise DependencyUnavailable("fake Letta is down")
         return list(self.agents)
 

@@ -26,8 +26,9 @@ from voicefleet_worker.plugins import PluginSet
 from voicefleet_worker.prompts import Prompts
 from voicefleet_worker.server import StopSignal
 
-METADATA = DispatchMetadata(session="voicefleet/alice-agent66", agent_id=AGENT_ID, connection=1,
-                            user_identity="alice")
+METADATA = DispatchMetadata(
+    session="voicefleet/alice-agent66", agent_id=AGENT_ID, connection=1, user_identity="alice"
+)
 
 
 class RoomlessJob(VoiceJob):
@@ -38,8 +39,9 @@ class RoomlessJob(VoiceJob):
 
 
 class Harness:
-    def __init__(self, letta: FakeLetta, *, flush_timeout: float = 5.0,
-                 first_reply_seconds: float = 10.0) -> None:
+    def __init__(
+        self, letta: FakeLetta, *, flush_timeout: float = 5.0, first_reply_seconds: float = 10.0
+    ) -> None:
         self.letta = letta
         self.metrics = WorkerMetrics()
         self.stop = StopSignal()
@@ -48,8 +50,11 @@ class Harness:
         self.brains: list[LettaMemory] = []
         deps = JobDeps(
             plugins=PluginSet(name="fake", vad=silero.VAD.load(), stt=FakeSTT(), tts=FakeTTS()),
-            metrics=self.metrics, prompts=self.prompts, make_brain=self.make_brain,
-            wait_for_stop=self.stop.wait, flush_timeout=flush_timeout,
+            metrics=self.metrics,
+            prompts=self.prompts,
+            make_brain=self.make_brain,
+            wait_for_stop=self.stop.wait,
+            flush_timeout=flush_timeout,
             first_reply_seconds=first_reply_seconds,
         )
         self.job = RoomlessJob(self.ctx, METADATA, deps)  # type: ignore[arg-type]
@@ -65,7 +70,8 @@ class Harness:
         for _ in range(500):  # started, and greeted (the greeting must not mix with a reply)
             session = self.job.session
             if session is not None and any(
-                    getattr(item, "role", None) == "assistant" for item in session.history.items):
+                getattr(item, "role", None) == "assistant" for item in session.history.items
+            ):
                 return session
             await asyncio.sleep(0.01)
         raise AssertionError("the session did not start and greet")
@@ -81,8 +87,11 @@ class Harness:
 
 async def reply_to(session: AgentSession[None], text: str) -> str:
     result: RunResult[None] = await session.run(user_input=text)
-    replies = [event.item.text_content or "" for event in result.events
-               if isinstance(event, ChatMessageEvent) and event.item.role == "assistant"]
+    replies = [
+        event.item.text_content or ""
+        for event in result.events
+        if isinstance(event, ChatMessageEvent) and event.item.role == "assistant"
+    ]
     return " ".join(replies)
 
 
@@ -102,7 +111,8 @@ async def test_memory_written_in_one_job_is_seen_by_the_next() -> None:
     first = Harness(letta)
     session = await first.start()
     assert await reply_to(session, "remember the cat is called Tom") == (
-        "OK, I will remember the cat is called Tom.")
+        "OK, I will remember the cat is called Tom."
+    )
     first.ctx.room.leave("alice")
     assert await first.ended() == END_LAST_HUMAN_LEFT
 
@@ -172,8 +182,9 @@ async def test_letta_too_slow_to_answer_gets_an_apology_and_its_write_still_land
 
 async def test_missing_letta_agent_is_apologised_at_greeting() -> None:
     h = Harness(FakeLetta())
-    h.job._meta = DispatchMetadata(session="s/x", agent_id="agent-missing", connection=1,
-                                   user_identity="alice")
+    h.job._meta = DispatchMetadata(
+        session="s/x", agent_id="agent-missing", connection=1, user_identity="alice"
+    )
     await h.start()
     for _ in range(100):
         if h.metric("voicefleet_worker_letta_errors_total", stage="load"):
@@ -218,8 +229,9 @@ async def test_job_leaves_no_task_behind() -> None:
     h.stop.request("SIGTERM")
     await h.ended()
     await asyncio.sleep(0.1)
-    leftover = {t for t in asyncio.all_tasks() - before
-                if not t.done() and t is not asyncio.current_task()}
+    leftover = {
+        t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()
+    }
     assert not leftover, [t.get_name() for t in leftover]
 
 

@@ -25,8 +25,9 @@ def modules() -> list[Path]:
 
 
 def test_only_memory_imports_letta_client() -> None:
-    users = [p.name for p in modules()
-             if any(n.split(".")[0] == "letta_client" for n in imports_of(p))]
+    users = [
+        p.name for p in modules() if any(n.split(".")[0] == "letta_client" for n in imports_of(p))
+    ]
     assert users == ["memory.py"]
 
 

@@ -14,8 +14,14 @@ from voicefleet_worker.health import HealthServer, HealthState
 from voicefleet_worker.metrics import WorkerMetrics
 from voicefleet_worker.server import OneJobGate, StopSignal
 
-GOOD_METADATA = json.dumps({"session": "voicefleet/alice-agent66", "agentId": "agent-66",
-                            "connection": 3, "userIdentity": "alice"})
+GOOD_METADATA = json.dumps(
+    {
+        "session": "voicefleet/alice-agent66",
+        "agentId": "agent-66",
+        "connection": 3,
+        "userIdentity": "alice",
+    }
+)
 
 
 @dataclass
@@ -72,9 +78,12 @@ async def test_job_joins_under_the_agent_name_with_session_attributes() -> None:
     request = FakeJobRequest("AJ_1")
     await gate.on_request(request)  # type: ignore[arg-type]
     assert request.accepted == {
-        "identity": "voicefleet-worker-7fz2q", "name": "voicefleet",
-        "attributes": {"voicefleet.dev/session": "voicefleet/alice-agent66",
-                       "voicefleet.dev/connection": "3"},
+        "identity": "voicefleet-worker-7fz2q",
+        "name": "voicefleet",
+        "attributes": {
+            "voicefleet.dev/session": "voicefleet/alice-agent66",
+            "voicefleet.dev/connection": "3",
+        },
     }
 
 
@@ -153,9 +162,11 @@ async def test_ready_means_registered_models_loaded_and_letta_reachable() -> Non
             async with http.get(f"{base}/readyz") as resp:
                 assert resp.status == 503
                 body = await resp.json()
-                assert set(body["reasons"]) == {"speech models not loaded",
-                                                "not registered with LiveKit",
-                                                "Letta not checked yet"}
+                assert set(body["reasons"]) == {
+                    "speech models not loaded",
+                    "not registered with LiveKit",
+                    "Letta not checked yet",
+                }
             state.models_loaded = state.registered = True
             state.letta_reachable = False
             async with http.get(f"{base}/readyz") as resp:

@@ -27,13 +27,23 @@ def closed_port() -> int:
 
 
 def worker_env(**extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": str(WORKER_DIR), **extra}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(WORKER_DIR),
+        **extra,
+    }
 
 
 def test_missing_configuration_exits_2_and_names_it() -> None:
-    result = subprocess.run([sys.executable, "-m", "voicefleet_worker"], env=worker_env(),
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "voicefleet_worker"],
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "missing environment variables" in result.stderr
     assert "VOICEFLEET_AGENT_NAME" in result.stderr
@@ -43,17 +53,27 @@ def test_unreachable_dependencies_keep_it_not_ready_and_sigterm_exits_zero(tmp_p
     health_port = closed_port()
     letta_url = f"http://127.0.0.1:{closed_port()}"
     env = worker_env(
-        LIVEKIT_URL=f"ws://127.0.0.1:{closed_port()}", LIVEKIT_API_KEY="key",
-        LIVEKIT_API_SECRET=SECRET, LETTA_BASE_URL=letta_url,
-        VOICEFLEET_AGENT_NAME="voicefleet-worker-test", VOICEFLEET_HEALTH_PORT=str(health_port),
+        LIVEKIT_URL=f"ws://127.0.0.1:{closed_port()}",
+        LIVEKIT_API_KEY="key",
+        LIVEKIT_API_SECRET=SECRET,
+        LETTA_BASE_URL=letta_url,
+        VOICEFLEET_AGENT_NAME="voicefleet-worker-test",
+        VOICEFLEET_HEALTH_PORT=str(health_port),
     )
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "voicefleet_worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voicefleet_worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        body = wait_for_reasons(health_port, proc, lambda reasons: reasons == [
-            "not registered with LiveKit", "Letta unreachable"])
+        body = wait_for_reasons(
+            health_port,
+            proc,
+            lambda reasons: reasons == ["not registered with LiveKit", "Letta unreachable"],
+        )
         assert body["ready"] is False
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -67,8 +87,9 @@ def test_unreachable_dependencies_keep_it_not_ready_and_sigterm_exits_zero(tmp_p
     assert SECRET not in log
 
 
-def wait_for_reasons(port: int, proc: subprocess.Popen[bytes], wanted: Callable[[object], bool],
-                     within: float = 60.0) -> dict[str, object]:
+def wait_for_reasons(
+    port: int, proc: subprocess.Popen[bytes], wanted: Callable[[object], bool], within: float = 60.0
+) -> dict[str, object]:
     deadline = time.monotonic() + within
     body: dict[str, object] = {}
     while time.monotonic() < deadline:

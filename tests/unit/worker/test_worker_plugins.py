@@ -18,15 +18,25 @@ from voicefleet_worker.plugins import (
     resample,
 )
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng missing: make deps installs it")
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng missing: make deps installs it"
+)
 
 
 def test_wav_from_a_pipe_with_placeholder_sizes_parses() -> None:
     pcm = struct.pack("<4h", 1, -1, 2, -2)
     fmt = struct.pack("<HHIIHH", 1, 1, 22050, 44100, 2, 16)
-    wav = (b"RIFF" + b"\xff\xff\xff\x7f" + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-           + b"data" + b"\xff\xff\xff\x7f" + pcm)
+    wav = (
+        b"RIFF"
+        + b"\xff\xff\xff\x7f"
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + b"\xff\xff\xff\x7f"
+        + pcm
+    )
     assert parse_wav(wav) == (22050, pcm)
 
 

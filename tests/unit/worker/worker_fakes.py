@@ -41,11 +41,17 @@ class FakeLetta:
         if path == "/v1/health/":
             return httpx.Response(200, json={"status": "ok", "version": "0.16.8-fake"})
         if path == f"/v1/agents/{AGENT_ID}":
-            return httpx.Response(200, json={
-                "id": AGENT_ID, "name": "Agent_66",
-                "blocks": [{"id": "block-1", "label": "human", "value": self.human_block},
-                           {"id": "block-2", "label": "persona", "value": "a helper"}],
-            })
+            return httpx.Response(
+                200,
+                json={
+                    "id": AGENT_ID,
+                    "name": "Agent_66",
+                    "blocks": [
+                        {"id": "block-1", "label": "human", "value": self.human_block},
+                        {"id": "block-2", "label": "persona", "value": "a helper"},
+                    ],
+                },
+            )
         if path.startswith("/v1/agents/"):
             return httpx.Response(404, json={"detail": "agent not found"})
         if path == "/v1/conversations/" and request.method == "POST":
@@ -67,7 +73,7 @@ class FakeLetta:
             await self.hold_turns.wait()
         lowered = text.lower()
         if "remember " in lowered and "what do you remember" not in lowered:
-            fact = text[lowered.index("remember ") + len("remember "):].strip()
+            fact = text[lowered.index("remember ") + len("remember ") :].strip()
             self.human_block = (self.human_block + "\n" + fact).strip()
             reply = f"OK, I will remember {fact}."
         elif "what do you remember" in lowered:
@@ -75,16 +81,21 @@ class FakeLetta:
         else:
             reply = f"You said: {text}"
         self.turns.append(text)
-        return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                              content=_sse(reply))
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=_sse(reply)
+        )
 
 
 async def _sse(reply: str) -> AsyncIterator[bytes]:
     words = reply.split(" ")
     for i, word in enumerate(words):
         delta = word if i == 0 else " " + word
-        event = {"message_type": "assistant_message", "id": "message-1",
-                 "date": "2026-11-26T00:00:00Z", "content": delta}
+        event = {
+            "message_type": "assistant_message",
+            "id": "message-1",
+            "date": "2026-11-26T00:00:00Z",
+            "content": delta,
+        }
         yield f"data: {json.dumps(event)}\n\n".encode()
     yield b'data: {"message_type": "stop_reason", "stop_reason": "end_turn"}\n\n'
     yield b"data: [DONE]\n\n"
@@ -95,29 +106,36 @@ class FakeSTT(stt.STT[Any]):
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self.text = text
 
-    async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
-                              language: NotGivenOr[str] = NOT_GIVEN,
-                              conn_options: APIConnectOptions) -> stt.SpeechEvent:
-        return stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-                               alternatives=[stt.SpeechData(language=LanguageCode("en"),
-                                                            text=self.text)])
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=self.text)],
+        )
 
 
 class FakeTTS(tts.TTS[Any]):
     def __init__(self) -> None:
-        super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
-                         sample_rate=16000, num_channels=1)
+        super().__init__(
+            capabilities=tts.TTSCapabilities(streaming=False), sample_rate=16000, num_channels=1
+        )
 
-    def synthesize(self, text: str, *,
-                   conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
-                   ) -> tts.ChunkedStream:
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> tts.ChunkedStream:
         return _Silence(tts=self, input_text=text, conn_options=conn_options)
 
 
 class _Silence(tts.ChunkedStream):
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        output_emitter.initialize(request_id="silence", sample_rate=16000, num_channels=1,
-                                  mime_type="audio/pcm")
+        output_emitter.initialize(
+            request_id="silence", sample_rate=16000, num_channels=1, mime_type="audio/pcm"
+        )
         output_emitter.push(b"\x00\x00" * 1600)
         output_emitter.flush()
 

@@ -19,5 +19,6 @@ class Prompts:
         def read(name: str) -> str:
             return (_HERE / f"{name}.md").read_text(encoding="utf-8").strip()
 
-        return cls(greeting=read("greeting"), apology=read("apology"),
-                   instructions=read("instructions"))
+        return cls(
+            greeting=read("greeting"), apology=read("apology"), instructions=read("instructions")
+        )
