@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 from .kube import ControlPlane, write_kubeconfig
 from .parts import Part, StackContext
@@ -26,19 +28,21 @@ def _ok(url: str) -> bool:
         return bool(resp.status == 200)
 
 
-def operator_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
-    health = ctx.ports["operator_health"]
-    kubeconfig = ctx.stack_dir / "operator.kubeconfig"
+def _credentials(cp: ControlPlane, account: str, kubeconfig: Path) -> Callable[[], None]:
+    """Before each start: a fresh token of `account` in a kubeconfig of its own (0600)."""
 
-    def credentials() -> None:
-        token = cp.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, hours=48)
-        write_kubeconfig(
-            kubeconfig, cp.server, cp.ca, None, token=token, user=OPERATOR_SERVICE_ACCOUNT
-        )
+    def write() -> None:
+        token = cp.service_account_token(OPERATOR_NAMESPACE, account, hours=48)
+        write_kubeconfig(kubeconfig, cp.server, cp.ca, None, token=token, user=account)
 
-    env = {
+    return write
+
+
+def _common_env(ctx: StackContext, name: str, kubeconfig: Path) -> dict[str, str]:
+    """What the operator and the gateway both need: the cluster, LiveKit and Letta."""
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(ctx.data("operator")),
+        "HOME": str(ctx.data(name)),
         "PYTHONUNBUFFERED": "1",
         "KUBECONFIG": str(kubeconfig),
         "NAMESPACE": NAMESPACE,
@@ -46,6 +50,15 @@ def operator_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
         "LIVEKIT_API_KEY": ctx.values["LIVEKIT_API_KEY"],
         "LIVEKIT_API_SECRET": ctx.values["LIVEKIT_API_SECRET"],
         "LETTA_BASE_URL": f"http://127.0.0.1:{ctx.ports['letta']}",
+    }
+
+
+def operator_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
+    health = ctx.ports["operator_health"]
+    kubeconfig = ctx.stack_dir / "operator.kubeconfig"
+
+    env = {
+        **_common_env(ctx, "operator", kubeconfig),
         "VOICEFLEET_WEBHOOK_PORT": str(ctx.ports["webhook"]),
         "VOICEFLEET_METRICS_PORT": str(ctx.ports["operator_metrics"]),
         "VOICEFLEET_HEALTH_PORT": str(health),
@@ -60,7 +73,7 @@ def operator_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
         cwd=ctx.data("operator"),
         health=lambda: _ok(f"http://127.0.0.1:{health}/healthz"),
         timeout=60,
-        prepare=credentials,
+        prepare=_credentials(cp, OPERATOR_SERVICE_ACCOUNT, kubeconfig),
         description=f"kopf operator as ServiceAccount {OPERATOR_SERVICE_ACCOUNT}; webhooks on "
         f"{ctx.values['WEBHOOK_URL']}",
     )
@@ -74,22 +87,8 @@ def gateway_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
     port = ctx.ports["gateway"]
     kubeconfig = ctx.stack_dir / "gateway.kubeconfig"
 
-    def credentials() -> None:
-        token = cp.service_account_token(OPERATOR_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, hours=48)
-        write_kubeconfig(
-            kubeconfig, cp.server, cp.ca, None, token=token, user=GATEWAY_SERVICE_ACCOUNT
-        )
-
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(ctx.data("gateway")),
-        "PYTHONUNBUFFERED": "1",
-        "KUBECONFIG": str(kubeconfig),
-        "NAMESPACE": NAMESPACE,
-        "LIVEKIT_URL": f"ws://127.0.0.1:{ctx.ports['livekit']}",
-        "LIVEKIT_API_KEY": ctx.values["LIVEKIT_API_KEY"],
-        "LIVEKIT_API_SECRET": ctx.values["LIVEKIT_API_SECRET"],
-        "LETTA_BASE_URL": f"http://127.0.0.1:{ctx.ports['letta']}",
+        **_common_env(ctx, "gateway", kubeconfig),
         "GATEWAY_TOKEN": ctx.values["GATEWAY_TOKEN"],
         "GATEWAY_DEV_USER": "dev",
     }
@@ -100,6 +99,6 @@ def gateway_part(ctx: StackContext, cp: ControlPlane, python: str) -> Part:
         cwd=ctx.data("gateway"),
         health=lambda: _ok(f"http://127.0.0.1:{port}/healthz"),
         timeout=60,
-        prepare=credentials,
+        prepare=_credentials(cp, GATEWAY_SERVICE_ACCOUNT, kubeconfig),
         description=f"http://127.0.0.1:{port} (browser client and API)",
     )
