@@ -136,6 +136,10 @@ try {
       const heard = await waitForAgentLine(before, (l) => l.includes(spoken), `cycle ${i} speech`);
       const cycle = { cycle: i, readyMs, answer: heard };
       if (i === 1 && env.TYPED) {
+        // Type instead of speaking: mute first, or the looping microphone keeps starting new
+        // turns that interrupt the answer to the typed message.
+        await page.click('#mic');
+        await page.waitForSelector('#mic[aria-pressed="false"]', { timeout: 10000 });
         const mark = (await agentLines()).length;
         await page.fill('#chat', env.TYPED);
         await page.click('#send');
