@@ -54,3 +54,6 @@ test-unit: python ## unit tests only (no stack)
 
 test-integration: deps ## integration and browser tests on the real local stack
 	@$(VENV)/bin/python -m pytest -ra tests/integration tests/e2e
+
+bench: deps ## benchmarks on the local stack: table + bench/results/latest.json
+	@$(VENV)/bin/python tests/bench/bench_reconcile.py

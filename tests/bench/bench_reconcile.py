@@ -1,0 +1,628 @@
+"""`make bench`: the reconcile benchmark on kwok pods, side by side with its floor.
+
+Two phases in one run, on one local stack (started privately here, or the running one named
+by VOICEFLEET_STACK_ENV=<env file>), with the same background load in both:
+
+- floor: N worker pods (the operator's own pod builder, kwok toleration and node selector)
+  created directly through the API as admin, in a burst; create → pod bound (spec.nodeName
+  set, seen on a pod watch), per pod. No operator is involved.
+- reconcile: N VoiceSessions (distinct agent ids, so AgentBusy never applies) created in a
+  burst with the same concurrency; create → its worker pod bound, per session. The
+  operator is the real one (`python -m voicefleet_operator`, as ServiceAccount
+  voicefleet-operator) run here with kopf peering priority 100, so the stack's own operator
+  pauses meanwhile; its worker pods go to the kwok nodes (Running/Ready, no process).
+
+Throughput is N / (first create sent → last pod bound). The operator's RSS (VmRSS) is read
+with all N sessions live. Everything is deleted (and awaited) between phases. The table goes
+to stdout, the figures to bench/results/latest.json and bench/results/<UTC timestamp>.json.
+
+BENCH_SESSIONS=<N> overrides N (default 1000); BENCH_CONCURRENCY the creates in flight
+(default 50). Benchmarks report; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "tests" / "integration" / "operator")]
+
+from opit import Kube, OperatorProcess, operator_kubeconfig  # noqa: E402
+
+from voicefleet_operator.api import (  # noqa: E402
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    parse_spec,
+)
+from voicefleet_operator.config import load_settings  # noqa: E402
+from voicefleet_operator.manifests import SessionRef, build_worker_pod  # noqa: E402
+from voicefleet_stack.stack import read_env_file, voicefleet_home  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+BENCH_LABEL = f"{GROUP}/bench"
+SESSION_LABEL = f"{GROUP}/session"
+KWOK_TOLERATIONS = json.dumps(
+    [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+)
+KWOK_NODE_SELECTOR = json.dumps({"type": "kwok"})
+JOIN_TIMEOUT_SECONDS = 3600  # nobody joins: the connections must outlive the benchmark
+PROGRESS_SECONDS = 2.0
+PEERING_SETTLE_SECONDS = 5.0  # the stack's operator sees the higher-priority peer and pauses
+RSS_SETTLE_SECONDS = 5.0  # pods turn Ready after binding; the operator reacts (dispatch)
+CLEANUP_TIMEOUT = 600.0
+RETRIES_429 = 30
+WARMUP = 20  # unmeasured pods/sessions first: cold caches cost neither phase
+GOALS = {"ratio_to_floor": ">= 0.5", "p99_ms": "<= 2000", "operator_rss_mb": "<= 300"}
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+# -- a small asyncio client of the API server (JSON in, JSON out, no client models) --------
+class Api:
+    def __init__(self, kubeconfig: str, concurrency: int) -> None:
+        config = yaml.safe_load(Path(kubeconfig).read_text())
+        cluster = config["clusters"][0]["cluster"]
+        user = config["users"][0]["user"]
+        self.server = str(cluster["server"]).rstrip("/")
+        if not self.server.startswith("https://127.0.0.1"):
+            raise SystemExit(f"refusing a non-loopback API server: {self.server}")
+        self.ssl = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        self.ssl.load_cert_chain(user["client-certificate"], user["client-key"])
+        self.limit = concurrency + 8  # the creates, plus watches and polls
+        self.throttled = 0  # 429 answers this client got (and retried)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Api:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl, limit=self.limit),
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 202),
+    ) -> dict[str, Any]:
+        assert self.session is not None
+        for _ in range(RETRIES_429):
+            async with self.session.request(
+                method, self.server + path, json=body, params=params
+            ) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status == 429:  # the API server's in-flight limit: as clients do, retry
+                    self.throttled += 1
+                    await asyncio.sleep(float(resp.headers.get("Retry-After") or 1))
+                    continue
+                if resp.status not in ok:
+                    raise RuntimeError(f"{method} {path}: {resp.status} {str(data)[:300]}")
+                return dict(data or {})
+        raise RuntimeError(f"{method} {path}: still 429 after {RETRIES_429} attempts")
+
+    async def watch_pods(
+        self,
+        namespace: str,
+        selector: str,
+        on_pod: Callable[[dict[str, Any]], None],
+        ready: asyncio.Event,
+    ) -> None:
+        """LIST then WATCH pods (relist when the stream ends or expires), until cancelled."""
+        assert self.session is not None
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        while True:
+            listed = await self.call("GET", path, params={"labelSelector": selector})
+            for pod in listed.get("items") or []:
+                on_pod(pod)
+            params = {
+                "watch": "1",
+                "labelSelector": selector,
+                "resourceVersion": listed["metadata"]["resourceVersion"],
+                "timeoutSeconds": "280",
+            }
+            async with self.session.get(
+                self.server + path,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
+            ) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"watch pods: {resp.status}")
+                ready.set()
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        break  # e.g. 410 Gone: relist
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        on_pod(event["object"])
+
+
+# -- one burst: create N things, see N pods bound --------------------------------------------
+class Burst:
+    """Timestamps of one measured burst (time.monotonic seconds), by key."""
+
+    def __init__(self, name: str, keys: list[str]) -> None:
+        self.name = name
+        self.keys = set(keys)
+        self.created: dict[str, float] = {}
+        self.bound: dict[str, float] = {}
+        self.client_429 = 0  # 429 answers to this burst's creates (retried)
+
+    def see(self, key: str | None, pod: dict[str, Any]) -> None:
+        if key in self.keys and key not in self.bound and (pod.get("spec") or {}).get("nodeName"):
+            self.bound[key] = time.monotonic()
+
+    def figures(self) -> dict[str, float]:
+        latencies = sorted(self.bound[k] - self.created[k] for k in self.bound)
+        span = max(self.bound.values()) - min(self.created.values())
+        return {
+            "throughput_per_s": round(len(self.bound) / span, 2),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "max_ms": round(latencies[-1] * 1000, 1),
+            "duration_s": round(span, 2),
+        }
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+async def run_burst(
+    api: Api,
+    namespace: str,
+    burst: Burst,
+    selector: str,
+    key_of: Callable[[dict[str, Any]], str | None],
+    create: Callable[[str], Awaitable[None]],
+    concurrency: int,
+    within: float,
+    quiet: bool = False,
+) -> None:
+    ready = asyncio.Event()
+    throttled = api.throttled
+    creates: asyncio.Future[list[None]] | None = None
+    watcher = asyncio.create_task(
+        api.watch_pods(namespace, selector, lambda pod: burst.see(key_of(pod), pod), ready)
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(key: str) -> None:
+            async with gate:
+                burst.created[key] = time.monotonic()
+                await create(key)
+
+        creates = asyncio.gather(*(one(k) for k in sorted(burst.keys)))
+        deadline = time.monotonic() + within
+        while len(burst.bound) < len(burst.keys):
+            if watcher.done():
+                watcher.result()  # raises what ended it
+                raise RuntimeError("pod watch ended")
+            if creates.done() and creates.exception() is not None:
+                raise creates.exception()  # type: ignore[misc]
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{burst.name}: {len(burst.bound)}/{len(burst.keys)} pods bound "
+                    f"after {within:.0f} s"
+                )
+            await asyncio.sleep(0.05 if quiet else PROGRESS_SECONDS)
+            if not quiet:
+                log(
+                    f"{burst.name}: created {len(burst.created)}/{len(burst.keys)}, "
+                    f"bound {len(burst.bound)}/{len(burst.keys)}"
+                )
+        await asyncio.wait_for(creates, 60)
+        burst.client_429 = api.throttled - throttled
+    finally:
+        for task in (watcher, creates):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+async def wait_gone(api: Api, path: str, selector: str, what: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    last = -1
+    while True:
+        left = len((await api.call("GET", path, params={"labelSelector": selector}))["items"])
+        if left == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{left} {what} still there after {within:.0f} s")
+        if left != last:
+            log(f"cleanup: {left} {what} left")
+            last = left
+        await asyncio.sleep(1.0)
+
+
+# -- the two phases --------------------------------------------------------------------------
+def floor_pod_factory(env: dict[str, str], namespace: str) -> Callable[[str], dict[str, Any]]:
+    """The pod the operator builds for a session, minus its owner (there is no session)."""
+    settings = load_settings(
+        {
+            **env,
+            "NAMESPACE": namespace,
+            "VOICEFLEET_WORKER_TOLERATIONS": KWOK_TOLERATIONS,
+            "VOICEFLEET_WORKER_NODE_SELECTOR": KWOK_NODE_SELECTOR,
+        }
+    )
+    ref = SessionRef(namespace=namespace, name="bench-floor", uid="00000000-0000-0000-0000-0")
+    spec = parse_spec(session_spec("agent-bench-floor", "bench-floor"))
+
+    def build(name: str) -> dict[str, Any]:
+        pod: dict[str, Any] = build_worker_pod(ref, spec, 1, name, f"vs-{name}-1-bbbbb", settings)
+        meta = pod["metadata"]
+        del meta["ownerReferences"]
+        # Not the operator's managed-by label: the idle operator must not take these as its own.
+        meta["labels"] = {"app.kubernetes.io/name": "voicefleet-worker", BENCH_LABEL: "floor"}
+        return pod
+
+    return build
+
+
+def session_spec(agent: str, user: str) -> dict[str, Any]:
+    return {
+        "agentId": agent,
+        "userIdentity": user,
+        "connection": 1,
+        "joinTimeoutSeconds": JOIN_TIMEOUT_SECONDS,
+        "maxDurationSeconds": 2 * JOIN_TIMEOUT_SECONDS,
+    }
+
+
+async def floor_phase(
+    api: Api, env: dict[str, str], ns: str, n: int, concurrency: int, within: float, tag: str
+) -> Burst:
+    build = floor_pod_factory(env, ns)
+    path = f"/api/v1/namespaces/{ns}/pods"
+    selector = f"{BENCH_LABEL}=floor"
+
+    async def create(name: str) -> None:
+        await api.call("POST", path, build(name))
+
+    burst = Burst("floor", [f"bench-floor-{tag}-{i}" for i in range(n)])
+    try:
+        await run_burst(
+            api,
+            ns,
+            burst,
+            selector,
+            lambda pod: pod["metadata"]["name"],
+            create,
+            concurrency,
+            within,
+            quiet=tag == "w",
+        )
+    finally:
+        await api.call("DELETE", path, params={"labelSelector": selector}, ok=(200, 404))
+        await wait_gone(api, path, selector, "floor pods", CLEANUP_TIMEOUT)
+    return burst
+
+
+async def operator_phase(
+    api: Api,
+    ns: str,
+    n: int,
+    concurrency: int,
+    within: float,
+    tag: str,
+    operator_pid: int | None,
+    operator_log: Path | None = None,
+) -> tuple[Burst, dict[str, float]]:
+    sessions = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
+    selector = f"{BENCH_LABEL}=reconcile"
+
+    async def create(name: str) -> None:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "labels": {BENCH_LABEL: "reconcile"}},
+            "spec": session_spec(f"agent-{name}", f"user-{name}"),
+        }
+        await api.call("POST", sessions, body)
+
+    burst = Burst("reconcile", [f"bench-{tag}-{i}" for i in range(n)])
+    rss: dict[str, float] = {}
+    log_start = log_size(operator_log)
+    cpu_start = cpu_seconds(operator_pid)
+    try:
+        await run_burst(
+            api,
+            ns,
+            burst,
+            SESSION_LABEL,
+            lambda pod: (pod["metadata"].get("labels") or {}).get(SESSION_LABEL),
+            create,
+            concurrency,
+            within,
+            quiet=tag == "w",
+        )
+        if operator_pid is not None:
+            cpu = cpu_seconds(operator_pid) - cpu_start
+            await asyncio.sleep(RSS_SETTLE_SECONDS)
+            rss = read_rss(operator_pid)
+            rss["api_429"] = count_429(operator_log, log_start)
+            rss["cpu_s"] = round(cpu, 1)
+            log(f"reconcile: operator RSS {rss['rss_mb']:.0f} MB with {n} live sessions")
+    finally:
+        await api.call("DELETE", sessions, params={"labelSelector": selector}, ok=(200, 404))
+        await wait_gone(api, sessions, selector, "VoiceSessions", CLEANUP_TIMEOUT)
+        await wait_gone(
+            api, f"/api/v1/namespaces/{ns}/pods", SESSION_LABEL, "worker pods", CLEANUP_TIMEOUT
+        )
+    return burst, rss
+
+
+def log_size(path: Path | None) -> int:
+    return path.stat().st_size if path is not None and path.exists() else 0
+
+
+def count_429(path: Path | None, offset: int) -> int:
+    """Lines of the operator's log since `offset` that report a 429 from the API server."""
+    if path is None:
+        return 0
+    with path.open("rb") as f:
+        f.seek(offset)
+        return sum(1 for line in f if b"429" in line or b"TooManyRequests" in line)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_rss(pid: int) -> dict[str, float]:
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # kB → MiB
+    return {"rss_mb": round(fields["VmRSS"], 1), "rss_peak_mb": round(fields["VmHWM"], 1)}
+
+
+async def measure(
+    env: dict[str, str], n: int, concurrency: int, operator_pid: int, operator_log: Path
+) -> dict[str, Any]:
+    ns = env.get("NAMESPACE", "voicefleet")
+    timeout = max(120.0, n * 0.6)
+    async with Api(env["KUBECONFIG"], concurrency) as api:
+        version = await api.call("GET", "/version")
+        # Leftovers of an interrupted run on a reused stack.
+        for path, selector in (
+            (f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}", f"{BENCH_LABEL}=reconcile"),
+            (f"/api/v1/namespaces/{ns}/pods", f"{BENCH_LABEL}=floor"),
+        ):
+            await api.call("DELETE", path, params={"labelSelector": selector}, ok=(200, 404))
+            await wait_gone(api, path, selector, "leftovers", CLEANUP_TIMEOUT)
+        log(f"warm-up: {WARMUP} pods, {WARMUP} sessions (not measured)")
+        await floor_phase(api, env, ns, WARMUP, concurrency, 120, "w")
+        await operator_phase(api, ns, WARMUP, concurrency, 120, "w", None)
+        idle = read_rss(operator_pid)
+        log(f"floor: {n} pods straight through the API, {concurrency} creates in flight")
+        floor = await floor_phase(api, env, ns, n, concurrency, timeout, "m")
+        ff = floor.figures()
+        log(f"floor: {ff['throughput_per_s']}/s, p50 {ff['p50_ms']} ms, p99 {ff['p99_ms']} ms")
+        log(f"reconcile: {n} VoiceSessions in a burst, {concurrency} creates in flight")
+        rec, rss = await operator_phase(
+            api, ns, n, concurrency, timeout, "m", operator_pid, operator_log
+        )
+        rf = rec.figures()
+        log(f"reconcile: {rf['throughput_per_s']}/s, p50 {rf['p50_ms']} ms, p99 {rf['p99_ms']} ms")
+    return {
+        "reconcile": {
+            "sessions": n,
+            "throughput_per_s": rf["throughput_per_s"],
+            "floor_throughput_per_s": ff["throughput_per_s"],
+            "ratio_to_floor": round(rf["throughput_per_s"] / ff["throughput_per_s"], 3),
+            "p50_ms": rf["p50_ms"],
+            "p99_ms": rf["p99_ms"],
+            "floor_p50_ms": ff["p50_ms"],
+            "floor_p99_ms": ff["p99_ms"],
+            "operator_rss_mb": rss["rss_mb"],
+            "max_ms": rf["max_ms"],
+            "floor_max_ms": ff["max_ms"],
+            "duration_s": rf["duration_s"],
+            "floor_duration_s": ff["duration_s"],
+            "operator_rss_peak_mb": rss["rss_peak_mb"],
+            "operator_rss_idle_mb": idle["rss_mb"],
+            "create_concurrency": concurrency,
+            "floor_client_429": floor.client_429,
+            "client_429": rec.client_429,
+            "operator_log_429_lines": int(rss["api_429"]),
+            "operator_cpu_s": rss["cpu_s"],
+            "goals": GOALS,
+        },
+        "kubernetes": version.get("gitVersion", ""),
+    }
+
+
+# -- machine, table, files -------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "hostname": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "commit": commit,
+    }
+
+
+def table(rec: dict[str, Any]) -> str:
+    rows = [
+        ("figure", "voicefleet", "floor (no operator)", "goal"),
+        ("sessions / pods", str(rec["sessions"]), str(rec["sessions"]), ""),
+        (
+            "throughput (pods bound/s)",
+            f"{rec['throughput_per_s']:.1f}",
+            f"{rec['floor_throughput_per_s']:.1f}",
+            "",
+        ),
+        ("ratio_to_floor", f"{rec['ratio_to_floor']:.2f}", "1.00", GOALS["ratio_to_floor"]),
+        ("p50 create→bound (ms)", f"{rec['p50_ms']:.0f}", f"{rec['floor_p50_ms']:.0f}", ""),
+        ("p99 create→bound (ms)", f"{rec['p99_ms']:.0f}", f"{rec['floor_p99_ms']:.0f}", "<= 2000"),
+        ("burst duration (s)", f"{rec['duration_s']:.1f}", f"{rec['floor_duration_s']:.1f}", ""),
+        (
+            "429s: creates / operator log lines",
+            f"{rec['client_429']} / {rec['operator_log_429_lines']}",
+            f"{rec['floor_client_429']} / -",
+            "",
+        ),
+        (
+            "operator CPU during the burst (s)",
+            f"{rec['operator_cpu_s']:.1f} in {rec['duration_s']:.1f}",
+            "",
+            "",
+        ),
+        ("operator RSS, N live (MB)", f"{rec['operator_rss_mb']:.0f}", "", "<= 300"),
+        (
+            "operator RSS peak / idle (MB)",
+            f"{rec['operator_rss_peak_mb']:.0f} / {rec['operator_rss_idle_mb']:.0f}",
+            "",
+            "",
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "reconcile\n" + "\n".join(lines)
+
+
+def write_results(results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(results, indent=2) + "\n"
+    dated = RESULTS / f"{stamp}.json"
+    dated.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    return dated
+
+
+# -- the stack and the benchmark's own operator ------------------------------------------------
+def voicefleet(stack_dir: Path, *args: str, timeout: float) -> int:
+    env = dict(os.environ, VOICEFLEET_STACK_DIR=str(stack_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "voicefleet_stack", *args], env=env, timeout=timeout, check=False
+    ).returncode
+
+
+def main() -> int:
+    n = int(os.environ.get("BENCH_SESSIONS", "1000"))
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "50"))
+    started = datetime.now(UTC)
+    machine = machine_info()
+    given = os.environ.get("VOICEFLEET_STACK_ENV")
+    stack_dir: Path | None = None
+    ok = False
+    work = Path(tempfile.mkdtemp(prefix="voicefleet-bench-"))
+    try:
+        if given:
+            env_file = Path(given)
+            log(f"using the running stack of {env_file}")
+        else:
+            root = voicefleet_home() / "bench-stacks"
+            root.mkdir(parents=True, exist_ok=True)
+            stack_dir = Path(tempfile.mkdtemp(prefix="stack-", dir=root))
+            log(f"starting a private stack in {stack_dir}")
+            if voicefleet(stack_dir, "up", "--detach", timeout=900) != 0:
+                raise SystemExit(f"`voicefleet up --detach` failed; logs in {stack_dir}/logs")
+            env_file = stack_dir / "env"
+        env = read_env_file(env_file)
+        kube = Kube(env)
+        logs = Path(env["KUBECONFIG"]).parent / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        operator = OperatorProcess(
+            env, operator_kubeconfig(kube, env, work / "kubeconfig"), logs / "operator-bench.log"
+        )
+        # The operator as deployed (default room checks and finalizer budget), workers on kwok.
+        operator.env.pop("VOICEFLEET_ROOM_CHECK_SECONDS", None)
+        operator.env.pop("VOICEFLEET_FINALIZER_BUDGET_SECONDS", None)
+        operator.env["VOICEFLEET_WORKER_TOLERATIONS"] = KWOK_TOLERATIONS
+        operator.env["VOICEFLEET_WORKER_NODE_SELECTOR"] = KWOK_NODE_SELECTOR
+        log(f"starting the benchmark's operator (peering priority 100), log {operator.log}")
+        operator.start()
+        try:
+            time.sleep(PEERING_SETTLE_SECONDS)
+            assert operator.proc is not None
+            figures = asyncio.run(measure(env, n, concurrency, operator.proc.pid, operator.log))
+        finally:
+            operator.stop()
+        results = {
+            "timestamp": started.isoformat(timespec="seconds"),
+            "machine": {**machine, "kubernetes": figures.pop("kubernetes")},
+            **figures,
+        }
+        dated = write_results(results)
+        print()
+        print(table(results["reconcile"]))
+        print()
+        log(f"wrote {RESULTS / 'latest.json'} and {dated}")
+        ok = True
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if stack_dir is not None:
+            log("stopping the private stack")
+            voicefleet(stack_dir, "down", timeout=180)
+            if ok:
+                shutil.rmtree(stack_dir, ignore_errors=True)
+            else:
+                log(f"kept {stack_dir} (logs) for a look")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
