@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,10 @@ def stack_dir() -> Iterator[Path]:
         yield directory
     finally:
         _voicefleet(directory, "down", timeout=120)
+        # Keep the logs of the three newest test stacks (for a failure to be read), no more.
+        stacks = sorted(root.glob("stack-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in stacks[3:]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
