@@ -48,7 +48,10 @@ echo "$(site_of "$deps")" > "$(site_of "$venv")/_voicefleet_deps.pth"
 for tool in "$deps"/bin/*; do
   name="$(basename "$tool")"
   case "$name" in python*|pip*|activate*|Activate*) continue ;; esac
-  [ -e "$venv/bin/$name" ] || ln -s "$tool" "$venv/bin/$name"
+  # Links are renewed (a new dependency venv replaces the old one, which gets pruned);
+  # this venv's own scripts (voicefleet, ...) are files, and are kept.
+  if [ -e "$venv/bin/$name" ] && [ ! -L "$venv/bin/$name" ]; then continue; fi
+  ln -sfn "$tool" "$venv/bin/$name"
 done
 "$venv/bin/python" -m pip install -q --no-deps -e "$root" >"$venv/editable.log" 2>&1 \
   || { cat "$venv/editable.log" >&2; exit 1; }

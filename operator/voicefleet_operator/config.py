@@ -68,6 +68,11 @@ class Settings:
     peering_lifetime_seconds: int = 20
     standalone: bool = False
     finalizer_budget_seconds: float = 60.0  # then the room is left to LiveKit's empty timeout
+    # Calls in flight from the operator to each of the API server and LiveKit: a burst of
+    # sessions queues in the operator instead of drawing 429s (and everyone's retries).
+    api_max_inflight: int = 16
+    # Kubernetes Events posted at once (kopf posts them in the background, behind the work).
+    event_posters: int = 4
 
     @property
     def livekit_http_url(self) -> str:
@@ -181,4 +186,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         peering_lifetime_seconds=_int(env, "VOICEFLEET_PEERING_LIFETIME_SECONDS", 20),
         standalone=_bool(env, "VOICEFLEET_STANDALONE", False),
         finalizer_budget_seconds=_float(env, "VOICEFLEET_FINALIZER_BUDGET_SECONDS", 60.0),
+        api_max_inflight=max(1, _int(env, "VOICEFLEET_API_MAX_INFLIGHT", 16)),
+        event_posters=max(1, _int(env, "VOICEFLEET_EVENT_POSTERS", 4)),
     )

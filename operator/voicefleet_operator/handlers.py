@@ -45,6 +45,23 @@ SAFETY_RECHECK = 300.0
 COALESCE_SECONDS = 0.05
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No "last-handled-configuration": nothing here reacts to spec diffs.
+
+    kopf keeps a copy of each object's last handled spec to tell creations and updates
+    apart, written with one more PATCH per object (and one per annotation change). This
+    operator has no create/update/resume handlers (the per-session loop reads the spec
+    itself, level-based) and deletion is told by the deletionTimestamp, so the copy would be
+    written and never read: a PATCH per session in a burst of them, saved.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _event_sink(body: Any, type_: str, reason: str, message: str) -> None:
     kopf.event(body, type=type_, reason=reason, message=message)
 
@@ -60,9 +77,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     cfg: Settings = memo.settings
     settings.persistence.finalizer = n.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=n.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=n.KOPF_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Keep watches alive and bounded: the server ends each stream before the client gives up.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
@@ -77,11 +92,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.standalone = cfg.standalone
     settings.peering.stealth = True
     settings.posting.reporting_component = n.MANAGER
+    settings.posting.worker_limit = cfg.event_posters
     settings.background.cancellation_polling = 5
 
     metrics = Metrics()
-    kube = await KubeClient.connect()
-    livekit = LiveKitClient(cfg.livekit_http_url, cfg.livekit_api_key, cfg.livekit_api_secret)
+    kube = await KubeClient.connect(max_inflight=cfg.api_max_inflight)
+    livekit = LiveKitClient(
+        cfg.livekit_http_url,
+        cfg.livekit_api_key,
+        cfg.livekit_api_secret,
+        max_inflight=cfg.api_max_inflight,
+    )
+    kube.observe = metrics.api_observer("kubernetes")
+    livekit.observe = metrics.api_observer("livekit")
     memo.runtime = Runtime(
         settings=cfg, kube=kube, livekit=livekit, metrics=metrics, record_event=_event_sink
     )

@@ -2,10 +2,13 @@
 
 Sessions by phase, reconcile latency, connection start latency per step (from the start of
 a connection to: room open, worker ready, dispatched, agent joined), errors by reason,
-connection ends by reason, webhooks by event and result.
+connection ends by reason, webhooks by event and result, and the operator's own API calls
+(count and latency by target and call: what a burst of sessions costs the API server).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import (
     REGISTRY,
@@ -51,7 +54,21 @@ class Metrics:
             ["event", "result"],
             registry=registry,
         )
+        self.api_seconds = Histogram(
+            "voicefleet_api_request_seconds",
+            "The operator's own calls to the Kubernetes API and to LiveKit, by call and result",
+            ["target", "call", "result"],
+            registry=registry,
+        )
         self._phases: dict[str, str] = {}
+
+    def api_observer(self, target: str) -> Callable[[str, float, bool], None]:
+        """A client's call observer: (call, seconds, succeeded) → voicefleet_api_request_seconds."""
+
+        def observe(call: str, seconds: float, ok: bool) -> None:
+            self.api_seconds.labels(target, call, "ok" if ok else "error").observe(seconds)
+
+        return observe
 
     def set_phase(self, session: str, phase: str | None) -> None:
         """Track one session's phase (None: the session is gone)."""

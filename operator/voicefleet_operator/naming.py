@@ -3,15 +3,19 @@
 Rooms are `vs-<session>-<connection>-<5 random>`: unique per connection (a reconnect never
 reuses a room name), readable, and parseable back into (session, connection) because the
 session name is capped at 63 characters (it is also a label value) and the last two
-segments have fixed shapes. Pods are `voicefleet-worker-<5 random>`; the pod name is also
+segments have fixed shapes. Pods are `voicefleet-worker-<5 letters>`; the pod name is also
 the agent name the worker registers under with LiveKit.
+
+The operator derives both suffixes from the session's uid and the connection (`derived_suffix`),
+so the names of a connection are known before anything is created: an operator that dies
+between creating a pod and recording it finds the same names again on restart, and the
+creates can go out together with the status write instead of after it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-import secrets
-from collections.abc import Callable
 
 from .api import GROUP
 
@@ -46,11 +50,16 @@ _ROOM_RE = re.compile(
     rf"-(?P<connection>[1-9][0-9]*)-(?P<suffix>[{SUFFIX_ALPHABET}]{{{SUFFIX_LENGTH}}})$"
 )
 
-SuffixSource = Callable[[], str]
 
-
-def random_suffix() -> str:
-    return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
+def derived_suffix(seed: str, *parts: object) -> str:
+    """A suffix fixed by `seed` (a session uid) and `parts`: the same inputs, the same name."""
+    digest = hashlib.blake2b("/".join(map(str, (seed, *parts))).encode(), digest_size=8).digest()
+    value = int.from_bytes(digest, "big")
+    letters = []
+    for _ in range(SUFFIX_LENGTH):
+        value, index = divmod(value, len(SUFFIX_ALPHABET))
+        letters.append(SUFFIX_ALPHABET[index])
+    return "".join(letters)
 
 
 def room_name(session: str, connection: int, suffix: str) -> str:

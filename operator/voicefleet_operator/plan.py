@@ -220,7 +220,29 @@ def plan(
         conditions=b.conditions,
     )
     requeue = min(b.deadlines) if b.deadlines else None
-    return Plan(new_status, tuple(b.actions), requeue)
+    return Plan(new_status, _folded(b.actions), requeue)
+
+
+# Events that one pass often records together, told as one (each Event is an API write).
+_FOLDS = {
+    ("ConnectionStarted", "PodCreated"): "ConnectionStarted",
+    (Reason.POD_READY, Reason.DISPATCHED): Reason.DISPATCHED,
+}
+
+
+def _folded(actions: list[Action]) -> tuple[Action, ...]:
+    out: list[Action] = []
+    for action in actions:
+        if isinstance(action, RecordEvent):
+            last = next((a for a in reversed(out) if isinstance(a, RecordEvent)), None)
+            folded = _FOLDS.get((last.reason, action.reason)) if last else None
+            if last is not None and folded is not None and last.type == action.type:
+                out[out.index(last)] = RecordEvent(
+                    action.type, folded, f"{last.message}; {action.message}"
+                )
+                continue
+        out.append(action)
+    return tuple(out)
 
 
 def plan_invalid_spec(
@@ -555,7 +577,10 @@ def _worker(
             if keep.waiting_reason == "CrashLoopBackOff"
             else Reason.POD_NOT_READY
         )
-        msg = f"worker {keep.name} is not ready ({keep.waiting_reason or keep.phase})"
+        # The container's waiting reason when it has one; not the bare phase, whose
+        # Pending → Running step would cost a status write and say nothing new.
+        why = f" ({keep.waiting_reason})" if keep.waiting_reason else ""
+        msg = f"worker {keep.name} is starting{why}"
         b.cond(Type.WORKER_READY, "False", reason, msg)
         return conn, (reason, msg), None
     if conn.pod_ready_at is None:

@@ -1,10 +1,11 @@
-"""Reconcile a VoiceSession: observe → plan (desired, diff) → write status → apply, as plain async functions.
+"""Reconcile a VoiceSession: observe → plan (desired, diff) → write status + apply, as plain async functions.
 
-The status is written *before* the actions are applied: it records the intent (the names
-of the room and the pod about to be created), so an operator that dies in between finds
-its own names on restart instead of making new ones. Creating twice is harmless (a pod of
-the same name answers 409, LiveKit returns an existing room), and what was actually done is
-only ever recorded from what is observed on the next pass.
+The status write and the actions go out together, in one round trip. That is safe because
+the names of a connection's room and pod are derived from the session's uid and the
+connection (naming.derived_suffix): an operator that dies between creating and recording
+finds the same names on restart instead of making new ones. Creating twice is harmless (a
+pod of the same name answers 409, LiveKit returns an existing room), and what was actually
+done is only ever recorded from what is observed on the next pass.
 
 Only this operator writes VoiceSession status, so the last status it wrote is kept in
 memory and preferred to the (possibly older) copy in the watch stream.
@@ -106,6 +107,54 @@ class AgentClaims:
                 del self._by_agent[agent]
 
 
+class Expectations:
+    """What this process created and has not seen yet (client-go's controller expectations).
+
+    kopf's pod index lags behind a create by one watch event, and the pass after a create
+    runs at once: without this it would see no pod and create it again (a 409, but a full
+    API write). A created pod counts as Pending until the index shows it, for at most `ttl`
+    seconds (then the index is believed again). A created room is taken as seen and empty by
+    the next pass: the create's answer is that observation, so LiveKit is not asked again.
+    """
+
+    def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._pods: dict[str, dict[str, tuple[PodView, float]]] = {}
+        self._rooms: dict[str, str] = {}
+
+    def created_pod(self, key: str, pod: PodView) -> None:
+        self._pods.setdefault(key, {})[pod.name] = (pod, self._clock())
+
+    def pods(self, key: str, seen: tuple[PodView, ...]) -> tuple[PodView, ...]:
+        """`seen` plus the pods created here that the index does not show yet."""
+        expected = self._pods.get(key)
+        if not expected:
+            return seen
+        names = {p.name for p in seen}
+        horizon = self._clock() - self._ttl
+        for name, (_, at) in list(expected.items()):
+            if name in names or at < horizon:
+                del expected[name]
+        if not expected:
+            del self._pods[key]
+            return seen
+        return tuple(sorted((*seen, *(p for p, _ in expected.values())), key=lambda p: p.name))
+
+    def created_room(self, key: str, room: str) -> None:
+        self._rooms[key] = room
+
+    def take_room(self, key: str, room: str) -> bool:
+        """True once after `room` was created here (the next pass's observation of it)."""
+        if self._rooms.get(key) != room:
+            return False
+        del self._rooms[key]
+        return True
+
+    def forget(self, key: str) -> None:
+        self._pods.pop(key, None)
+        self._rooms.pop(key, None)
+
+
 @dataclasses.dataclass
 class Runtime:
     """Everything a reconcile needs, built once by the composition root."""
@@ -117,6 +166,8 @@ class Runtime:
     record_event: EventSink
     claims: AgentClaims = dataclasses.field(default_factory=AgentClaims)
     statuses: dict[str, VoiceSessionStatus] = dataclasses.field(default_factory=dict)
+    unwritten: set[str] = dataclasses.field(default_factory=set)  # statuses kept for the next pass
+    expect: Expectations = dataclasses.field(default_factory=Expectations)
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 
@@ -162,14 +213,20 @@ async def observe(
     end_requested: int | None = None,
 ) -> Observation:
     """What is: the session's pods (from kopf's pod index when given, else a LIST), its room."""
+    key = n.session_key(ref.namespace, ref.name)
     if known_pods is not None:
         pods = tuple(sorted(known_pods, key=lambda p: p.name))
     else:
         pods = await rt.kube.list_session_pods(ref.namespace, ref.name)
+    pods = rt.expect.pods(key, pods)
     conn = status.connection
     room: RoomView | None = None
     error: str | None = None
     if conn is not None and conn.room is not None and not conn.ended:
+        if rt.expect.take_room(key, conn.room):
+            # Just created here: it exists, nobody is in it, nothing is dispatched to it.
+            room = RoomView(exists=True, dispatches=() if conn.pod_ready_at else None)
+    if room is None and conn is not None and conn.room is not None and not conn.ended:
         try:
             room = await rt.livekit.observe_room(
                 conn.room, dispatches_if_no_agent=conn.pod_ready_at is not None
@@ -179,14 +236,15 @@ async def observe(
             rt.metrics.errors.labels("LiveKitUnavailable").inc()
     holder = None
     if spec is not None and rt.settings.one_connection_per_agent:
-        holder = rt.claims.holder(spec.agent_id, ref.name, indexed_holders)
-        if holder is not None and holder in indexed_holders:
-            # kopf's index can lag behind (or miss) the holder's release; before keeping a
-            # user waiting, ask the API server whether that session still holds the agent.
-            current = await rt.kube.read_session_status(ref.namespace, holder)
-            if current is None or not holds_agent(parse_status(current)):
-                others = [h for h in indexed_holders if h not in (holder, ref.name)]
-                holder = rt.claims.holder(spec.agent_id, ref.name, others)
+        holder = await _agent_holder(rt, ref, spec.agent_id, indexed_holders)
+    # The names a new room or pod of this pass would get (see naming.derived_suffix): the
+    # connection is spec.connection (a live one with a lower id ends instead of growing), and
+    # a pod is named after how many pods the connection has lost, counting the one the plan
+    # will find lost now (a recorded pod that is not seen).
+    connection = spec.connection if spec is not None else (conn.id if conn else 1)
+    pods_lost = 0
+    if conn is not None and conn.id == connection:
+        pods_lost = conn.pods_lost + (1 if conn.pod is not None else 0)
     return Observation(
         now=now_utc(),
         generation=generation,
@@ -194,10 +252,38 @@ async def observe(
         room=room,
         livekit_error=error,
         agent_holder=holder,
-        room_suffix=n.random_suffix(),
-        pod_suffix=n.random_suffix(),
+        room_suffix=n.derived_suffix(ref.uid, "room", connection),
+        pod_suffix=n.derived_suffix(ref.uid, "pod", connection, pods_lost),
         end_requested=end_requested,
     )
+
+
+async def _agent_holder(
+    rt: Runtime, ref: SessionRef, agent_id: str, indexed: Collection[str]
+) -> str | None:
+    """Another session holding `agent_id` now, each candidate checked before a user waits.
+
+    Both sources can be stale: kopf's index lags behind (or misses) a release, and a claim
+    of this process outlives its connection if the holder's releasing pass never ran. A
+    candidate that does not hold the agent by its latest status (this process's own view
+    first, else the API server's) is dropped, and the next one is looked at.
+    """
+    excluded: set[str] = set()
+    for _ in range(len(indexed) + 2):
+        holder = rt.claims.holder(agent_id, ref.name, [h for h in indexed if h not in excluded])
+        if holder is None or await _holds(rt, ref.namespace, holder):
+            return holder
+        excluded.add(holder)
+        rt.claims.update(agent_id, holder, holds=False)
+    return None
+
+
+async def _holds(rt: Runtime, namespace: str, session: str) -> bool:
+    known = rt.statuses.get(n.session_key(namespace, session))
+    if known is not None:
+        return holds_agent(known)
+    current = await rt.kube.read_session_status(namespace, session)
+    return current is not None and holds_agent(parse_status(current))
 
 
 # -- apply ----------------------------------------------------------------------------------
@@ -209,11 +295,23 @@ async def apply(
     actions: Iterable[Action],
 ) -> list[str]:
     """Carry out the plan's actions; returns what failed (each also an Event and a metric)."""
+    # Events are only queued (kopf posts them in the background), in the plan's order; the
+    # other actions are independent of each other (the plan never creates and deletes one
+    # thing in one pass), so they go out together: one round trip, not one per action.
+    todo = list(actions)
+    for event in (a for a in todo if isinstance(a, RecordEvent)):
+        rt.record_event(body, event.type, event.reason, event.message)
+    world = [a for a in todo if not isinstance(a, RecordEvent)]
+    results = await asyncio.gather(
+        *(_apply_one(rt, ref, spec, a) for a in world), return_exceptions=True
+    )
     failed: list[str] = []
-    for action in actions:
-        try:
-            await _apply_one(rt, body, ref, spec, action)
-        except (LiveKitUnavailable, KubernetesUnavailable) as exc:
+    for action, exc in zip(world, results, strict=True):
+        if isinstance(exc, asyncio.CancelledError):
+            raise exc
+        if exc is None:
+            continue
+        if isinstance(exc, LiveKitUnavailable | KubernetesUnavailable):
             reason = (
                 "LiveKitUnavailable"
                 if isinstance(exc, LiveKitUnavailable)
@@ -222,11 +320,15 @@ async def apply(
             failed.append(str(exc))
             rt.metrics.errors.labels(reason).inc()
             log.warning("session %s/%s: %s", ref.namespace, ref.name, exc)
-        except Exception as exc:  # a refusal (403, 422, 4xx from LiveKit): say so, go on
+        elif isinstance(exc, Exception):  # a refusal (403, 422, 4xx from LiveKit): say so, go on
             failed.append(f"{type(action).__name__}: {type(exc).__name__}")
             rt.metrics.errors.labels(type(action).__name__ + "Refused").inc()
-            log.exception(
-                "session %s/%s: %s failed", ref.namespace, ref.name, type(action).__name__
+            log.error(
+                "session %s/%s: %s failed",
+                ref.namespace,
+                ref.name,
+                type(action).__name__,
+                exc_info=exc,
             )
             rt.record_event(
                 body,
@@ -234,6 +336,8 @@ async def apply(
                 "ActionFailed",
                 f"{type(action).__name__} failed: {type(exc).__name__}: {_safe(exc)}",
             )
+        else:
+            raise exc
     return failed
 
 
@@ -244,15 +348,9 @@ def _safe(exc: BaseException) -> str:
 
 
 async def _apply_one(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    ref: SessionRef,
-    spec: VoiceSessionSpec | None,
-    action: Action,
+    rt: Runtime, ref: SessionRef, spec: VoiceSessionSpec | None, action: Action
 ) -> None:
-    if isinstance(action, RecordEvent):
-        rt.record_event(body, action.type, action.reason, action.message)
-    elif isinstance(action, DeletePod):
+    if isinstance(action, DeletePod):
         await rt.kube.delete_pod(ref.namespace, action.pod)
     elif isinstance(action, DeleteRoom):
         await rt.livekit.delete_room(action.room)
@@ -260,9 +358,13 @@ async def _apply_one(
         raise RuntimeError(f"{type(action).__name__} needs a valid spec")
     elif isinstance(action, CreateRoom):
         await rt.livekit.create_room(build_room_request(ref, spec, action.connection, action.room))
+        rt.expect.created_room(n.session_key(ref.namespace, ref.name), action.room)
     elif isinstance(action, CreatePod):
         pod = build_worker_pod(ref, spec, action.connection, action.pod, action.room, rt.settings)
-        await rt.kube.create_pod(ref.namespace, pod)
+        await rt.kube.create_pod(ref.namespace, pod)  # False: it exists already; as good
+        rt.expect.created_pod(
+            n.session_key(ref.namespace, ref.name), PodView(action.pod, action.connection)
+        )
     elif isinstance(action, CreateDispatch):
         metadata = build_dispatch_metadata(ref, spec, action.connection)
         await rt.livekit.create_dispatch(action.room, action.agent_name, metadata, action.stale)
@@ -341,19 +443,37 @@ async def reconcile_session(
         if spec is not None
         else plan_invalid_spec(status, obs, invalid or "invalid spec", rt.limits)
     )
-    if result.status != status:
-        try:
-            if not await rt.kube.patch_session_status(
-                ref.namespace, ref.name, status_patch(result.status)
-            ):
-                return None  # the session is gone
-        except KubernetesUnavailable as exc:
-            return _backoff(rt, key, str(exc), "KubernetesUnavailable")
-        rt.statuses[key] = result.status
-        _record_steps(rt.metrics, status.connection, result.status.connection)
     if spec is not None:
         rt.claims.update(spec.agent_id, ref.name, holds_agent(result.status))
-    failed = await apply(rt, body, ref, spec, result.actions)
+    changed = result.status != status
+    if changed and _creates_only(result.actions):
+        # Nothing needs recording before a create (the names are derived from the session:
+        # naming.derived_suffix), and the next pass runs at once and sees what the creates
+        # did: that pass writes the status, one write where there were two. A failed create
+        # is written now, with the condition that says why.
+        failed = await apply(rt, body, ref, spec, result.actions)
+        if not failed:
+            rt.statuses[key] = result.status
+            rt.unwritten.add(key)
+            _record_steps(rt.metrics, status.connection, result.status.connection)
+            rt.failures.pop(key, None)
+            return 0.0
+        written = await _write_status(rt, ref, result.status)
+    else:
+        # The status write and the plan's actions go out together (one round trip).
+        write = changed or key in rt.unwritten
+        written, failed = await asyncio.gather(
+            _write_status(rt, ref, result.status) if write else _nothing(),
+            apply(rt, body, ref, spec, result.actions),
+        )
+    if isinstance(written, KubernetesUnavailable):
+        return _backoff(rt, key, str(written), "KubernetesUnavailable")
+    if written is False:
+        return None  # the session is gone
+    rt.unwritten.discard(key)
+    if changed:
+        rt.statuses[key] = result.status
+        _record_steps(rt.metrics, status.connection, result.status.connection)
     log.debug(
         "session %s: phase %s, %d action(s), %d failed, next look in %s s",
         key,
@@ -372,6 +492,25 @@ async def reconcile_session(
     return result.requeue_after if result.requeue_after is not None else IDLE_RECHECK
 
 
+def _creates_only(actions: Iterable[Action]) -> bool:
+    world = [a for a in actions if not isinstance(a, RecordEvent)]
+    return bool(world) and all(isinstance(a, CreateRoom | CreatePod) for a in world)
+
+
+async def _write_status(
+    rt: Runtime, ref: SessionRef, status: VoiceSessionStatus
+) -> bool | KubernetesUnavailable:
+    """True when written, False when the session is gone, the error when unreachable."""
+    try:
+        return await rt.kube.patch_session_status(ref.namespace, ref.name, status_patch(status))
+    except KubernetesUnavailable as exc:
+        return exc
+
+
+async def _nothing() -> bool:
+    return True
+
+
 def _backoff(rt: Runtime, key: str, why: str, reason: str | None) -> float:
     count = rt.failures.get(key, 0) + 1
     rt.failures[key] = count
@@ -385,6 +524,8 @@ def _backoff(rt: Runtime, key: str, why: str, reason: str | None) -> float:
 def forget(rt: Runtime, ref: SessionRef) -> None:
     key = n.session_key(ref.namespace, ref.name)
     rt.statuses.pop(key, None)
+    rt.unwritten.discard(key)
+    rt.expect.forget(key)
     rt.failures.pop(key, None)
     rt.locks.pop(key, None)
     rt.claims.release_all(ref.name)

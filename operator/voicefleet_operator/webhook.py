@@ -7,11 +7,16 @@ turned into an annotation on its VoiceSession (`voicefleet.dev/livekit-event`), 
 the session's watch delivers to whichever replica is active, plus an in-process wake-up.
 The webhook carries no state the reconcile relies on: it only makes it look sooner, and a
 lost webhook changes nothing but latency (the periodic room check finds the same).
+A body this process already recorded (a replay, within `REPLAY_WINDOW_SECONDS`) is
+acknowledged and changes nothing; bodies over `MAX_BODY` are a 413, whatever their framing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -23,6 +28,10 @@ log = logging.getLogger("voicefleet.webhook")
 
 MAX_BODY = 1 << 20
 PATH = "/livekit/webhook"
+# LiveKit signs each webhook with a short-lived token; a replay after the window fails its
+# `exp` check anyway, so remembering the bodies of the window is enough.
+REPLAY_WINDOW_SECONDS = 600.0
+REPLAY_MAX_ENTRIES = 4096
 # Events that can change a session's state; the rest are acknowledged and ignored.
 RELEVANT = frozenset(
     {
@@ -30,24 +39,60 @@ RELEVANT = frozenset(
         "participant_left",
         "participant_connection_aborted",
         "room_finished",
-        "room_started",
     }
-)
+)  # not room_started: the operator opens every room itself and sees it on its next pass
 
 # (session name, mark) → True if the session exists and was marked.
 MarkSession = Callable[[str, str], Awaitable[bool]]
 Observe = Callable[[str, str], None]  # (event, result) → metrics
 
 
+class RecordedBodies:
+    """SHA-256 digests of the bodies recorded in the last `window` seconds (at most `limit`)."""
+
+    def __init__(
+        self,
+        window: float = REPLAY_WINDOW_SECONDS,
+        limit: int = REPLAY_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window, self._limit, self._clock = window, limit, clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def _forget_old(self) -> None:
+        horizon = self._clock() - self._window
+        while self._seen and (
+            len(self._seen) > self._limit or next(iter(self._seen.values())) < horizon
+        ):
+            self._seen.popitem(last=False)
+
+    def __contains__(self, digest: object) -> bool:
+        self._forget_old()
+        return digest in self._seen
+
+    def add(self, digest: str) -> None:
+        self._seen[digest] = self._clock()
+        self._seen.move_to_end(digest)
+        self._forget_old()
+
+
 def make_app(
-    receiver: api.WebhookReceiver, mark_session: MarkSession, observe: Observe
+    receiver: api.WebhookReceiver,
+    mark_session: MarkSession,
+    observe: Observe,
+    recorded: RecordedBodies | None = None,
 ) -> web.Application:
+    seen = recorded if recorded is not None else RecordedBodies()
+
     async def webhook(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
             observe("unknown", "too_large")
             return web.json_response({"error": "body too large"}, status=413)
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
+        try:
+            # read() gathers every chunk (a chunked body has no Content-Length) and stops
+            # at client_max_size; content.read(n) would return only what has arrived.
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
             observe("unknown", "too_large")
             return web.json_response({"error": "body too large"}, status=413)
         try:
@@ -57,6 +102,10 @@ def make_app(
             log.warning("webhook refused: %s", type(exc).__name__)
             return web.json_response({"error": "webhook not verified"}, status=401)
         kind = event.event
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest in seen:
+            observe(kind or "unknown", "replayed")
+            return web.json_response({"status": "duplicate"})
         if kind not in RELEVANT:
             observe(kind or "unknown", "ignored")
             return web.json_response({"status": "ignored"})
@@ -78,6 +127,7 @@ def make_app(
             return web.json_response(
                 {"error": "not recorded", "detail": type(exc).__name__}, status=503
             )
+        seen.add(digest)
         observe(kind, "marked" if found else "unknown_session")
         return web.json_response({"status": "ok"})
 

@@ -7,12 +7,15 @@ this client makes the few direct calls the reconcile needs. Pods come back as th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, cast
 
 from kubernetes.aio import config as kube_config
-from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Pod, V1Secret
+from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Secret
 from kubernetes.aio.client.exceptions import ApiException
 
 from .. import naming as n
@@ -21,6 +24,8 @@ from ..plan import PodView
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = 10.0
+DEFAULT_MAX_INFLIGHT = 16
+CallObserver = Callable[[str, float, bool], None]  # (call, seconds, succeeded)
 
 
 class KubernetesUnavailable(Exception):
@@ -79,19 +84,39 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
 class KubeClient:
     """One API client for the operator's own calls (kopf keeps its own for watching)."""
 
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         self._api = api
+        # The operator's own calls in flight, bounded: a burst of sessions queues here instead
+        # of flooding the API server into 429s and everyone's retries.
+        self._slots = asyncio.Semaphore(max_inflight)
+        self.observe: CallObserver | None = None  # (call, seconds, ok) → metrics
         self._core = CoreV1Api(api)
         self._custom = CustomObjectsApi(api)
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> KubeClient:
+    async def connect(
+        cls, kubeconfig: str | None = None, max_inflight: int = DEFAULT_MAX_INFLIGHT
+    ) -> KubeClient:
         """From KUBECONFIG (a file), else the in-cluster ServiceAccount."""
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path:
-            return cls(await kube_config.new_client_from_config(config_file=path))  # type: ignore[no-untyped-call]
+            api = await kube_config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+            return cls(api, max_inflight)
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return cls(ApiClient())
+        return cls(ApiClient(), max_inflight)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, call: str) -> AsyncIterator[None]:
+        """One API call: a slot of the in-flight bound, timed for the metrics."""
+        async with self._slots:
+            started = time.monotonic()
+            ok = False
+            try:
+                yield
+                ok = True
+            finally:
+                if self.observe is not None:
+                    self.observe(call, time.monotonic() - started, ok)
 
     async def close(self) -> None:
         await self._api.close()  # type: ignore[no-untyped-call]
@@ -99,11 +124,12 @@ class KubeClient:
     # -- pods ----------------------------------------------------------------------------
     async def list_session_pods(self, namespace: str, session: str) -> tuple[PodView, ...]:
         try:
-            pods = await self._core.list_namespaced_pod(
-                namespace,
-                label_selector=n.session_selector(session),
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            async with self._slot("list_pods"):
+                pods = await self._core.list_namespaced_pod(
+                    namespace,
+                    label_selector=n.session_selector(session),
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
         except (ApiException, OSError, TimeoutError) as exc:
             raise _unavailable(exc, f"listing pods of {namespace}/{session}") from exc
         serialize = self._api.sanitize_for_serialization
@@ -112,9 +138,11 @@ class KubeClient:
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create a pod; False if one of that name exists already (creating is idempotent)."""
         try:
-            pod = V1Pod.from_dict(dict(body))
-            assert pod is not None
-            await self._core.create_namespaced_pod(namespace, pod, _request_timeout=REQUEST_TIMEOUT)
+            async with self._slot("create_pod"):
+                # The dict goes out as it is (no round trip through the client models).
+                await self._core.create_namespaced_pod(
+                    namespace, cast(Any, dict(body)), _request_timeout=REQUEST_TIMEOUT
+                )
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -128,9 +156,10 @@ class KubeClient:
     async def delete_pod(self, namespace: str, name: str) -> None:
         """Ask for the pod's deletion with its own grace period (SIGTERM → flush → exit)."""
         try:
-            await self._core.delete_namespaced_pod(
-                name, namespace, _request_timeout=REQUEST_TIMEOUT
-            )
+            async with self._slot("delete_pod"):
+                await self._core.delete_namespaced_pod(
+                    name, namespace, _request_timeout=REQUEST_TIMEOUT
+                )
         except ApiException as exc:
             if exc.status == 404:
                 return
@@ -183,9 +212,10 @@ class KubeClient:
     async def read_session_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The status of a VoiceSession as the API server has it now; None if it is gone."""
         try:
-            body: Any = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            )
+            async with self._slot("get_session"):
+                body: Any = await self._custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -199,16 +229,17 @@ class KubeClient:
     ) -> bool:
         """Merge-patch the status subresource; False if the session is gone."""
         try:
-            await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"status": dict(status)},
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            async with self._slot("patch_status"):
+                await self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": dict(status)},
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -222,16 +253,17 @@ class KubeClient:
     ) -> bool:
         """Merge-patch annotations (the webhook's wake-up mark); False if the session is gone."""
         try:
-            await self._custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"metadata": {"annotations": dict(annotations)}},
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            async with self._slot("annotate_session"):
+                await self._custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"metadata": {"annotations": dict(annotations)}},
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
         except ApiException as exc:
             if exc.status == 404:
                 return False

@@ -7,6 +7,7 @@ so on a condition and retry; "not found" answers are results, not errors.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -16,8 +17,10 @@ from livekit.protocol.models import ParticipantInfo
 
 from ..manifests import RoomRequest
 from ..plan import DispatchView, ParticipantView, RoomView
+from .kube import CallObserver
 
 REQUEST_TIMEOUT = 5.0
+DEFAULT_MAX_INFLIGHT = 16
 T = TypeVar("T")
 
 
@@ -32,7 +35,11 @@ def _is_not_found(exc: api.ServerError) -> bool:
 class LiveKitClient:
     """One LiveKitAPI (one aiohttp session) for the operator. Create it inside the event loop."""
 
-    def __init__(self, url: str, api_key: str, api_secret: str) -> None:
+    def __init__(
+        self, url: str, api_key: str, api_secret: str, max_inflight: int = DEFAULT_MAX_INFLIGHT
+    ) -> None:
+        self._slots = asyncio.Semaphore(max_inflight)  # a burst of sessions queues here
+        self.observe: CallObserver | None = None  # (call, seconds, ok) → metrics
         self._api = api.LiveKitAPI(
             url,
             api_key,
@@ -44,7 +51,19 @@ class LiveKitClient:
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    async def _call(self, what: str, coro: Awaitable[T]) -> T:
+    async def _call(self, call: str, what: str, coro: Awaitable[T]) -> T:
+        async with self._slots:
+            started = time.monotonic()
+            ok = False
+            try:
+                result = await self._bounded(what, coro)
+                ok = True
+                return result
+            finally:
+                if self.observe is not None:
+                    self.observe(call, time.monotonic() - started, ok)
+
+    async def _bounded(self, what: str, coro: Awaitable[T]) -> T:
         try:
             # Bounded here: livekit-api passes timeout=None per request, which in aiohttp
             # overrides the session's timeout with none at all.
@@ -60,12 +79,15 @@ class LiveKitClient:
     async def observe_room(self, room: str, dispatches_if_no_agent: bool) -> RoomView:
         """The room's participants; its dispatches too when asked and no agent is in it."""
         rooms = await self._call(
-            f"listing room {room}", self._api.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            "list_rooms",
+            f"listing room {room}",
+            self._api.room.list_rooms(api.ListRoomsRequest(names=[room])),
         )
         if not any(r.name == room for r in rooms.rooms):
             return RoomView(exists=False)
         try:
             resp = await self._call(
+                "list_participants",
                 f"listing participants of {room}",
                 self._api.room.list_participants(api.ListParticipantsRequest(room=room)),
             )
@@ -81,7 +103,9 @@ class LiveKitClient:
         dispatches: tuple[DispatchView, ...] | None = None
         if dispatches_if_no_agent and not any(p.agent for p in participants):
             found = await self._call(
-                f"listing dispatches of {room}", self._api.agent_dispatch.list_dispatch(room)
+                "list_dispatch",
+                f"listing dispatches of {room}",
+                self._api.agent_dispatch.list_dispatch(room),
             )
             dispatches = tuple(DispatchView(id=d.id, agent_name=d.agent_name) for d in found)
         return RoomView(exists=True, participants=participants, dispatches=dispatches)
@@ -89,6 +113,7 @@ class LiveKitClient:
     async def create_room(self, req: RoomRequest) -> None:
         """Create (or find: LiveKit answers with the existing room) a room."""
         await self._call(
+            "create_room",
             f"creating room {req.name}",
             self._api.room.create_room(
                 api.CreateRoomRequest(
@@ -103,6 +128,7 @@ class LiveKitClient:
     async def delete_room(self, room: str) -> None:
         try:
             await self._call(
+                "delete_room",
                 f"deleting room {room}",
                 self._api.room.delete_room(api.DeleteRoomRequest(room=room)),
             )
@@ -117,6 +143,7 @@ class LiveKitClient:
         for dispatch_id in stale:
             try:
                 await self._call(
+                    "delete_dispatch",
                     f"deleting dispatch {dispatch_id}",
                     self._api.agent_dispatch.delete_dispatch(dispatch_id, room),
                 )
@@ -124,6 +151,7 @@ class LiveKitClient:
                 if not _is_not_found(exc):
                     raise
         dispatch = await self._call(
+            "create_dispatch",
             f"dispatching {room} to {agent_name}",
             self._api.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
@@ -133,5 +161,7 @@ class LiveKitClient:
 
     async def list_rooms(self) -> list[tuple[str, str, int]]:
         """(name, metadata, creation time in unix seconds) of every room, for the orphan sweep."""
-        rooms = await self._call("listing rooms", self._api.room.list_rooms(api.ListRoomsRequest()))
+        rooms = await self._call(
+            "list_rooms", "listing rooms", self._api.room.list_rooms(api.ListRoomsRequest())
+        )
         return [(r.name, r.metadata, int(r.creation_time)) for r in rooms.rooms]

@@ -162,7 +162,7 @@ async def test_apply_gets_a_room_and_a_worker_dispatched_by_pod_name(
             "userIdentity": "alice",
         }
     reasons = {e["reason"] for e in kube.events(session_name)}
-    assert {"ConnectionStarted", "RoomCreated", "PodReady", "Dispatched"} <= reasons
+    assert {"ConnectionStarted", "RoomCreated", "Dispatched"} <= reasons
 
 
 # -- rules 2, 5, 7: agent joins, user joins and leaves (no webhook reaches this operator) -----------

@@ -11,6 +11,7 @@ from opfakes import FakeKube, FakeLiveKit
 from prometheus_client import CollectorRegistry
 
 from voicefleet_operator.api import parse_status
+from voicefleet_operator.clients.kube import KubernetesUnavailable
 from voicefleet_operator.config import Settings
 from voicefleet_operator.manifests import RoomRequest
 from voicefleet_operator.metrics import Metrics
@@ -57,19 +58,76 @@ def body(name: str = "alice-agent66", agent: str = "agent-66", **spec: Any) -> d
     }
 
 
+async def connect(rt: Runtime) -> None:
+    """The first two passes: the creates, then the status of what they made."""
+    await reconcile_session(rt, body(), [])
+    await reconcile_session(rt, body(), [])
+
+
 def last_status(kube: FakeKube) -> Any:
     return parse_status(kube.status_writes[-1])
 
 
-async def test_first_pass_writes_its_intent_before_creating_anything(settings: Settings) -> None:
+async def test_first_pass_creates_and_the_next_writes_what_it_sees(settings: Settings) -> None:
     rt, kube, lk, events = runtime(settings)
     delay = await reconcile_session(rt, body(), [])
+    # Creates only: nothing to record first (derived names); the next pass runs at once.
+    assert delay == 0.0 and not kube.status_writes
+    assert len(lk.rooms) == 1 and len(kube.pods) == 1
+    await reconcile_session(rt, body(), [])
+    assert len(kube.status_writes) == 1
     status = last_status(kube)
     assert status.connection.room in lk.rooms and status.connection.pod in kube.pods
-    assert delay == 0.0
-    assert ("Normal", "ConnectionStarted", "connection 1 requested") in events
+    assert status.connection.room_created_at is not None
+    assert any(e[:2] == ("Normal", "ConnectionStarted") for e in events)
     pod = kube.pods[status.connection.pod]
     assert pod["spec"]["containers"][0]["image"] == settings.worker.image
+
+
+async def test_a_restarted_operator_finds_what_an_unrecorded_pass_created(
+    settings: Settings,
+) -> None:
+    """Status write lost (the operator died, or the API answered 5xx) after the creates went
+    out: the next operator derives the same names, adopts the pod and room, makes no more."""
+    rt, kube, lk, _ = runtime(settings)
+    original = kube.patch_session_status
+
+    async def unavailable(*_: Any) -> bool:
+        raise KubernetesUnavailable("status write lost")
+
+    kube.patch_session_status = unavailable  # type: ignore[method-assign]
+    await reconcile_session(rt, body(), [])
+    assert not kube.status_writes and len(kube.pods) == 1 and len(lk.rooms) == 1
+    kube.patch_session_status = original  # type: ignore[method-assign]
+    restarted, _, _, _ = runtime(settings)
+    restarted.kube, restarted.livekit = cast(Any, kube), cast(Any, lk)
+    for _ in range(3):
+        await reconcile_session(restarted, body(), [])
+    status = last_status(kube)
+    assert set(kube.pods) == {status.connection.pod}
+    assert set(lk.rooms) == {status.connection.room}
+
+
+async def test_the_pass_after_a_create_neither_creates_again_nor_asks_livekit(
+    settings: Settings,
+) -> None:
+    """kopf's pod index lags behind the create: the pod is expected, not created twice."""
+    rt, kube, lk, _ = runtime(settings)
+    created: list[str] = []
+    create = kube.create_pod
+
+    async def counting(namespace: str, pod: Any) -> bool:
+        created.append(pod["metadata"]["name"])
+        return await create(namespace, pod)
+
+    kube.create_pod = counting  # type: ignore[method-assign]
+    await reconcile_session(rt, body(), [])  # creates the room and the pod
+    lk.down = True  # any LiveKit call now would fail and show on the RoomReady condition
+    await reconcile_session(rt, body(), [], known_pods=())  # the index has not seen the pod
+    status = last_status(kube)
+    assert created == [status.connection.pod]
+    assert status.condition("RoomReady").status == "True"
+    assert status.condition("WorkerReady").reason == "PodNotReady"
 
 
 async def test_a_pass_that_observes_the_same_world_writes_nothing(settings: Settings) -> None:
@@ -85,7 +143,7 @@ async def test_ready_pod_is_dispatched_once_and_the_agent_makes_it_ready(
     settings: Settings,
 ) -> None:
     rt, kube, lk, _ = runtime(settings)
-    await reconcile_session(rt, body(), [])
+    await connect(rt)
     status = last_status(kube)
     kube.ready.add(status.connection.pod)
     for _ in range(3):
@@ -98,7 +156,7 @@ async def test_ready_pod_is_dispatched_once_and_the_agent_makes_it_ready(
 
 async def test_livekit_down_is_a_condition_not_a_crash(settings: Settings) -> None:
     rt, kube, lk, _ = runtime(settings)
-    await reconcile_session(rt, body(), [])
+    await connect(rt)  # the pass after the create takes the create's answer as its look
     lk.down = True
     delay = await reconcile_session(rt, body(), [])
     ready = last_status(kube).condition("RoomReady")
@@ -142,9 +200,21 @@ async def test_two_sessions_for_one_agent_never_both_start(settings: Settings) -
     assert ready is not None and ready.reason == "AgentBusy" and "a-1" in ready.message
 
 
+async def test_a_claim_that_outlived_its_connection_does_not_block_the_agent(
+    settings: Settings,
+) -> None:
+    """A stale claim (its holder's releasing pass never ran) is checked, dropped, not obeyed."""
+    rt, _kube, lk, _ = runtime(settings)
+    rt.claims.update("agent-66", "a-1", True)
+    rt.statuses["voicefleet/a-1"] = parse_status({"phase": "Idle"})  # a-1 holds nothing now
+    await reconcile_session(rt, body("b-1"), [])
+    assert len(lk.rooms) == 1  # b-1 started
+    assert rt.claims.holder("agent-66", "c-1", []) == "b-1"
+
+
 async def test_deletion_waits_for_the_worker_then_deletes_the_room(settings: Settings) -> None:
     rt, kube, lk, events = runtime(settings)
-    await reconcile_session(rt, body(), [])
+    await connect(rt)
     status = last_status(kube)
     b = body() | {"status": kube.status_writes[-1]}
     rt.settings = dataclasses.replace(
@@ -161,7 +231,7 @@ async def test_deletion_waits_for_the_worker_then_deletes_the_room(settings: Set
 
 async def test_deletion_waits_inline_for_a_worker_that_goes_quickly(settings: Settings) -> None:
     rt, kube, _lk, _ = runtime(settings)
-    await reconcile_session(rt, body(), [])
+    await connect(rt)
     b = body() | {"status": kube.status_writes[-1]}
 
     async def kubelet() -> None:
@@ -176,7 +246,7 @@ async def test_deletion_waits_inline_for_a_worker_that_goes_quickly(settings: Se
 
 async def test_deletion_never_hangs_on_livekit(settings: Settings) -> None:
     rt, kube, lk, events = runtime(settings)
-    await reconcile_session(rt, body(), [])
+    await connect(rt)
     b = body() | {"status": kube.status_writes[-1]}
     kube.finish_deletions()
     kube.pods.clear()

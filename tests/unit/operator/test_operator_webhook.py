@@ -90,6 +90,7 @@ async def test_events_of_other_rooms_and_kinds_are_acknowledged_and_ignored(
     for body in (
         event("participant_joined", "test-room"),
         event("track_published", "vs-alice-agent66-3-bcdfg"),
+        event("room_started", "vs-alice-agent66-3-bcdfg"),  # the operator opened it itself
     ):
         resp = await client.post(PATH, data=body, headers={"Authorization": signed(body)})
         assert resp.status == 200
