@@ -157,6 +157,10 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 async def _connect_body(request: web.Request) -> str:
+    # A body announced too large is refused before reading: read() would otherwise wait for
+    # bytes that may never come (client_max_size only counts what has arrived).
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="send the body as application/json")
     try:

@@ -49,16 +49,16 @@ def session_name(identity: str, agent_id: str) -> str:
         f"{_slug(identity, USER_SLUG_MAX)}-{_slug(agent_id, AGENT_SLUG_MAX)}"
         f"-{_digest(identity, agent_id)[:HASH_LENGTH]}"
     )
-    assert len(name) <= NAME_MAX and SESSION_NAME_RE.match(name), name
+    assert len(name) <= NAME_MAX and SESSION_NAME_RE.fullmatch(name), name
     return name
 
 
 def is_session_name(name: str) -> bool:
-    return len(name) <= NAME_MAX and SESSION_NAME_RE.match(name) is not None
+    return len(name) <= NAME_MAX and SESSION_NAME_RE.fullmatch(name) is not None
 
 
 def is_agent_id(agent_id: str) -> bool:
-    return 0 < len(agent_id) <= ID_MAX and _AGENT_ID_RE.match(agent_id) is not None
+    return 0 < len(agent_id) <= ID_MAX and _AGENT_ID_RE.fullmatch(agent_id) is not None
 
 
 def identity_from_subject(subject: str) -> str:
@@ -68,7 +68,7 @@ def identity_from_subject(subject: str) -> str:
     (for example `auth0|abc`) get the offending characters replaced and a hash of the exact
     subject appended, so two subjects never share an identity.
     """
-    if len(subject) <= ID_MAX and _IDENTITY_RE.match(subject):
+    if len(subject) <= ID_MAX and _IDENTITY_RE.fullmatch(subject):
         return subject
     cleaned = _NOT_IDENTITY.sub("-", subject).strip("-._@:+")[: ID_MAX - HASH_LENGTH - 1]
     cleaned = cleaned.rstrip("-._@:+") or "user"

@@ -1,7 +1,7 @@
 """The gateway on the real local stack, as plain helpers shared by the integration tests
 (tests/integration/web) and the browser tests (tests/e2e):
 
-- `gateway_kubeconfig_for`: a kubeconfig of the gateway's own ServiceAccount (web/rbac.yaml),
+- `gateway_kubeconfig_for`: a kubeconfig of the gateway's own ServiceAccount (manifests/rbac.yaml),
   never admin;
 - `start_gateway_process`: `python -m voicefleet_web` as a subprocess bound to 127.0.0.1;
 - `find_letta` / `StandInLetta`: the stack's Letta when it answers, otherwise a STAND-IN
@@ -125,8 +125,8 @@ def find_letta(stack_env: dict[str, str]) -> Letta | None:
 
 # -- the gateway ----------------------------------------------------------------------------
 def gateway_kubeconfig_for(stack_env: dict[str, str], kubectl: Any, path: Path) -> Path:
-    """Write a kubeconfig for ServiceAccount voicefleet-gateway (web/rbac.yaml) to `path`."""
-    kubectl("apply", "-f", str(REPO / "web" / "rbac.yaml"))
+    """Write a kubeconfig for ServiceAccount voicefleet-gateway (manifests/rbac.yaml) to `path`."""
+    kubectl("apply", "-f", str(REPO / "manifests" / "rbac.yaml"))
     token = kubectl(
         "create",
         "token",
@@ -365,8 +365,8 @@ def create_isolated_namespace(kubectl: Any, prefix: str = "vf-gw") -> str:
     """A fresh namespace with the operator's and the gateway's Roles bound in it."""
     namespace = f"{prefix}-{os.urandom(3).hex()}"
     kubectl("create", "namespace", namespace)
-    for manifest in (REPO / "manifests" / "rbac.yaml", REPO / "web" / "rbac.yaml"):
-        kubectl("apply", "-f", "-", stdin=_namespaced(manifest, namespace))
+    manifest = REPO / "manifests" / "rbac.yaml"  # operator and gateway (from the chart)
+    kubectl("apply", "-f", "-", stdin=_namespaced(manifest, namespace))
     return namespace
 
 
