@@ -57,3 +57,30 @@ test-integration: deps ## integration and browser tests on the real local stack
 
 bench: deps ## benchmarks on the local stack: table + bench/results/latest.json
 	@$(VENV)/bin/python tests/bench/bench_reconcile.py
+
+# -- Helm chart, plain manifests, images, kind (issue 7) ------------------------------------
+.PHONY: manifests manifests-check chart-lint chart-test images kind-e2e
+HELM = $(if $(VOICEFLEET_BIN),$(VOICEFLEET_BIN),$(VOICEFLEET_HOME)/bin/current)/helm
+IMAGE_TAG ?= 0.1.0
+
+manifests: python ## render manifests/rbac.yaml and operator.yaml from the chart (and its CRD copy)
+	@$(VENV)/bin/python charts/render_manifests.py
+
+manifests-check: python ## fail if manifests/ differ from what the chart renders
+	@$(VENV)/bin/python charts/render_manifests.py --check
+
+chart-lint: ## helm lint --strict of charts/voicefleet, default and full test values
+	@test -x $(HELM) || { echo "helm not found at $(HELM): run make bins or set VOICEFLEET_BIN"; exit 1; }
+	@$(HELM) lint --strict charts/voicefleet
+	@$(HELM) lint --strict charts/voicefleet -f tests/unit/chart/values-full.yaml --set serviceMonitor.enabled=false
+
+chart-test: python ## chart tests: render, schema, golden, contracts; dry run, helm install + helm test on a private stack
+	@$(VENV)/bin/python -m pytest -ra tests/unit/chart tests/integration/chart
+
+images: ## docker build the operator, gateway and worker images (needs a Docker engine)
+	docker build -f operator/Dockerfile -t voicefleet-operator:$(IMAGE_TAG) .
+	docker build -f web/Dockerfile -t voicefleet-gateway:$(IMAGE_TAG) .
+	docker build -f worker/Dockerfile -t voicefleet-worker:$(IMAGE_TAG) .
+
+kind-e2e: ## CI's end-to-end job: kind, images, LiveKit + Letta, helm install + test, suite (needs Docker, kind)
+	@bash .github/kind/e2e.sh all
