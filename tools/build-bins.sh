@@ -4,7 +4,7 @@
 # Every binary lands in ${VOICEFLEET_HOME:-~/.cache/voicefleet}/bin/<name>-<version>
 # (outside the checkout, keyed by version) and is linked into .../bin/current/<name>,
 # the folder the stack exports as VOICEFLEET_BIN. Idempotent: a binary that exists is
-# not rebuilt. Usage: tools/build-bins.sh [name ...]   (default: all)
+# not rebuilt. Usage: tools/build-bins.sh [name ...]   (default: all, kubelet and containerd too)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -161,8 +161,30 @@ build_helm() {
   link helm $v
 }
 
+build_containerd() {
+  # containerd, its runc shim and ctr for the real node (tools/voicefleet_stack/node.py).
+  # Pure Go like the upstream static release: no cgo, so no btrfs snapshotter.
+  local v=$CONTAINERD_VERSION pkg=github.com/containerd/containerd/v2
+  local ld="-s -w -X $pkg/version.Version=$v -X $pkg/version.Revision=go-proxy -X $pkg/version.Package=$pkg"
+  if ! have containerd $v || ! have ctr $v; then
+    GOBIN="$WORK/containerd-$v" CGO_ENABLED=0 go install -trimpath -tags "urfave_cli_no_docs no_btrfs" \
+      -ldflags "$ld" "$pkg/cmd/containerd@$v" "$pkg/cmd/ctr@$v"
+    mv "$WORK/containerd-$v/containerd" "$BIN/containerd-$v"
+    mv "$WORK/containerd-$v/ctr" "$BIN/ctr-$v"
+  fi
+  if ! have containerd-shim-runc-v2 $v; then
+    GOBIN="$WORK/containerd-$v" CGO_ENABLED=0 go install -trimpath -tags "urfave_cli_no_docs no_btrfs no_grpc" \
+      -ldflags "$ld" "$pkg/cmd/containerd-shim-runc-v2@$v"
+    mv "$WORK/containerd-$v/containerd-shim-runc-v2" "$BIN/containerd-shim-runc-v2-$v"
+  fi
+  link containerd $v
+  link ctr $v
+  # containerd finds its shim by this exact name on PATH.
+  link containerd-shim-runc-v2 $v
+}
+
 targets=("$@")
-[ "${#targets[@]}" -eq 0 ] && targets=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok livekit-server helm)
+[ "${#targets[@]}" -eq 0 ] && targets=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kwok livekit-server helm containerd images)
 
 k8s_wanted=()
 for t in "${targets[@]}"; do
@@ -171,6 +193,9 @@ for t in "${targets[@]}"; do
     kwok) with_heartbeat "kwok $KWOK_VERSION" build_kwok ;;
     livekit-server) with_heartbeat "livekit-server $LIVEKIT_VERSION" build_livekit ;;
     helm) with_heartbeat "helm $HELM_VERSION" build_helm ;;
+    containerd) with_heartbeat "containerd $CONTAINERD_VERSION" build_containerd ;;
+    # The real node's images (pause from k8s.io/kubernetes' source, the test box), by content.
+    images) with_heartbeat "node images" bash "$here/images/build-images.sh" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet) k8s_wanted+=("$t") ;;
     *) log "unknown target: $t"; exit 2 ;;
   esac

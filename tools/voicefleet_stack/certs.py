@@ -81,6 +81,19 @@ class CertificateAuthority:
         _write(self.cert_path, self.cert.public_bytes(serialization.Encoding.PEM))
         _write(directory / "ca.key", _key_pem(self.key))
 
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """The CA an earlier `__init__` wrote to `directory` (parts issue their own certs)."""
+        ca = cls.__new__(cls)
+        ca.directory = directory
+        ca.cert_path = directory / "ca.crt"
+        ca.cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
+        key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"unexpected CA key type in {directory}")
+        ca.key = key
+        return ca
+
     def issue(
         self,
         stem: str,

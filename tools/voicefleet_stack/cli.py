@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the model, PostgreSQL and Letta (Kubernetes and LiveKit only; faster)",
     )
+    p_up.add_argument(
+        "--real-node",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also start node-0, a real kubelet + containerd + runc node (default: "
+        "VOICEFLEET_REAL_NODE=1 turns it on); fails with the reason where the machine cannot",
+    )
     sub.add_parser("down", help="stop every process the stack started")
     sub.add_parser("status", help="list the stack's processes and whether they run")
     sub.add_parser("env", help="print the path of the env file of the running stack")
@@ -36,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p_restart.add_argument("part")
     args = parser.parse_args(argv)
     if args.command == "up":
-        return stack.up(detach=args.detach, with_letta=not args.without_letta)
+        return stack.up(
+            detach=args.detach, with_letta=not args.without_letta, real_node=args.real_node
+        )
     if args.command == "down":
         return stack.down()
     if args.command == "status":

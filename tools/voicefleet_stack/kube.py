@@ -188,6 +188,9 @@ class ControlPlane:
                 f"--client-ca-file={self.ca}",
                 f"--kubelet-client-certificate={self.kubelet_client.cert}",
                 f"--kubelet-client-key={self.kubelet_client.key}",
+                # Logs and exec reach a kubelet at its node IP (the real node's bridge
+                # address), never by a host name that only a DNS server could resolve.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--service-account-key-file={self.sa.cert}",
                 f"--service-account-signing-key-file={self.sa.key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -195,7 +198,8 @@ class ControlPlane:
                 "--authorization-mode=Node,RBAC",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                "--enable-priority-and-fairness=false",
+                # API Priority and Fairness stays on, as on every real cluster: a burst from
+                # one client is queued in its priority level instead of answered with 429.
                 "--profiling=false",
                 f"--cert-dir={self.pki}",
                 "--v=1",

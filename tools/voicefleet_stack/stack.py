@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import components, kube, livekit
+from . import components, kube, livekit, node
 from .parts import Part, StackContext
 from .supervisor import (
     PartFailed,
@@ -125,6 +125,8 @@ PORT_NAMES = (
     "operator_health",
     "operator_metrics",
     "hostlet",
+    "kubelet",
+    "kubelet_healthz",
 )
 
 
@@ -219,8 +221,7 @@ def bootstrap_cluster(cp: kube.ControlPlane) -> None:
     cp.apply(objects)
     for path in (
         REPO_ROOT / "manifests" / "crd.yaml",
-        REPO_ROOT / "manifests" / "rbac.yaml",
-        REPO_ROOT / "web" / "rbac.yaml",
+        REPO_ROOT / "manifests" / "rbac.yaml",  # operator and gateway (from the chart)
     ):
         if path.exists():
             result = cp.kubectl(
@@ -296,6 +297,9 @@ def restart(name: str) -> int:
             components.gateway_part(ctx, cp, python),
         )
     }
+    if node.NodeLayout.load(directory) is not None:
+        for part in node.parts(ctx, cp):
+            parts[part.name] = part
     from . import letta
 
     for part in (letta.scripted_model_part(ctx), letta.postgres_part(ctx), letta.letta_part(ctx)):
@@ -324,7 +328,7 @@ def running_stack(directory: Path) -> bool:
     return bool(pids) and all(_alive(pid) for _, pid in pids) and env_file(directory).exists()
 
 
-def up(detach: bool, with_letta: bool = True) -> int:
+def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> int:
     directory = stack_dir()
     if running_stack(directory):
         say(f"the stack is already running; env file: {env_file(directory)}")
@@ -336,10 +340,11 @@ def up(detach: bool, with_letta: bool = True) -> int:
     if recorded_pids(directory / "pids.json"):
         say("a previous stack is partly running; stopping what is left of it")
         stop_recorded(directory / "pids.json")
+    _cleanup_node(directory)  # mounts and cgroups of an earlier real node, if any
     directory.mkdir(parents=True, exist_ok=True)
     env_file(directory).unlink(missing_ok=True)
     # A fresh stack each time: old data, keys and logs of an earlier run are dropped.
-    for sub in ("data", "pki"):
+    for sub in ("data", "pki", "node"):
         _rmtree(directory / sub)
     logs = directory / "logs"
     _rmtree(logs)
@@ -360,6 +365,14 @@ def up(detach: bool, with_letta: bool = True) -> int:
     if missing:
         say(f"missing binaries {missing}; run tools/build-bins.sh (make deps does)")
         return 2
+    with_node = node.requested(real_node)
+    if with_node:
+        problems = node.preflight(voicefleet_home(), voicefleet_home() / "bin" / "current")
+        if problems:
+            say("the real node (--real-node / VOICEFLEET_REAL_NODE=1) cannot run here:")
+            for problem in problems:
+                say(f"  - {problem}")
+            return 2
     t0 = time.monotonic()
     ctx = new_context(directory)
     sup = Supervisor(ctx)
@@ -400,6 +413,7 @@ def up(detach: bool, with_letta: bool = True) -> int:
             cp.scheduler(),
             cp.kwok(),
             cp.hostlet(_project_python()),
+            *(node.parts(ctx, cp) if with_node else []),
         ],
         [livekit.livekit_part(ctx)],
         letta_steps,
@@ -423,10 +437,11 @@ def up(detach: bool, with_letta: bool = True) -> int:
         say(f"FAILED: {errors[0]}")
         say("stopping everything that was started")
         sup.stop_all()
+        _cleanup_node(directory)
         return 1
     path = write_env(ctx, cp)
     say(f"all parts healthy in {time.monotonic() - t0:.1f} s")
-    _print_summary(ctx, path, with_letta)
+    _print_summary(ctx, path, with_letta, with_node)
     if detach:
         return 0
     say("running in the foreground; Ctrl-C stops everything")
@@ -440,11 +455,12 @@ def up(detach: bool, with_letta: bool = True) -> int:
         return_code = 0
     say("stopping the stack")
     sup.stop_all()
+    _cleanup_node(directory)
     env_file(directory).unlink(missing_ok=True)
     return return_code
 
 
-def _print_summary(ctx: StackContext, path: Path, with_letta: bool) -> None:
+def _print_summary(ctx: StackContext, path: Path, with_letta: bool, with_node: bool) -> None:
     if with_letta:
         operator_line = (
             f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
@@ -458,6 +474,11 @@ def _print_summary(ctx: StackContext, path: Path, with_letta: bool) -> None:
             "not started (--without-letta); a stopgap receiver records verified webhooks"
         )
         gateway_line = "not started (--without-letta)"
+    node_line = (
+        f"{node.NODE_NAME}: kubelet + containerd + runc (taint {node.NODE_KIND_LABEL}={node.NODE_KIND})"
+        if with_node
+        else "off (voicefleet up --real-node or VOICEFLEET_REAL_NODE=1 to start it)"
+    )
     letta_line = (
         f"http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)"
         if with_letta
@@ -472,6 +493,7 @@ voicefleet local stack is up
   Letta        {letta_line}
   logs         {ctx.log_dir}
   worker pods  node host-0 runs them as host processes (STOPGAP until the real kubelet, issue 8)
+  real node    {node_line}
   operator     {operator_line}
   gateway      {gateway_line}
 """,
@@ -482,6 +504,7 @@ voicefleet local stack is up
 def down() -> int:
     directory = stack_dir()
     stopped = stop_recorded(directory / "pids.json")
+    _cleanup_node(directory)
     env_file(directory).unlink(missing_ok=True)
     say(
         f"stopped {len(stopped)} part(s)" + (f": {', '.join(reversed(stopped))}" if stopped else "")
@@ -502,6 +525,12 @@ def status() -> int:
         print(f"  {name:<24} pid {pid:<8} {'running' if alive else 'STOPPED'}")
     print(f"  env file: {env_file(directory) if env_file(directory).exists() else '(not written)'}")
     return 0 if ok else 1
+
+
+def _cleanup_node(directory: Path) -> None:
+    """What the real node leaves outside its processes (mounts, cgroups, bridge); see node.py."""
+    for line in node.cleanup(directory):
+        say(f"real node cleanup: {line}")
 
 
 def _rmtree(path: Path) -> None:
