@@ -61,6 +61,7 @@ class Reason:
     CONNECTION_ENDED = "ConnectionEnded"
     INVALID_SPEC = "InvalidSpec"
     NO_CONNECTION = "NoConnection"
+    CAPACITY_EXCEEDED = "CapacityExceeded"
 
 
 # Reasons a connection fails with (phase Failed) rather than ends normally (phase Idle).
@@ -83,6 +84,7 @@ FAILURE_REASONS = frozenset(
         Reason.CONNECTING,
         Reason.WORKER_RESTARTING,
         Reason.AGENT_LEFT,
+        Reason.CAPACITY_EXCEEDED,
     }
 )
 

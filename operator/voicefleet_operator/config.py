@@ -40,6 +40,8 @@ class WorkerSettings:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
     run_as_user: int = 10001
+    priority_class_name: str = ""
+    runtime_class_name: str = ""
 
     @property
     def termination_grace_seconds(self) -> int:
@@ -73,6 +75,13 @@ class Settings:
     api_max_inflight: int = 16
     # Kubernetes Events posted at once (kopf posts them in the background, behind the work).
     event_posters: int = 4
+    # The warm pool (SPEC "Warm pool"): idle, registered workers a new connection claims
+    # instead of waiting for a cold start; recycled after max age. 0: no pool.
+    warm_pool_size: int = 0
+    warm_pool_max_age_seconds: float = 3600.0
+    # Cap on live worker pods (warm and bound); a connection beyond it fails with
+    # CapacityExceeded (the gateway's 429). 0: no cap.
+    max_workers: int = 0
 
     @property
     def livekit_http_url(self) -> str:
@@ -167,6 +176,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         memory_limit=env.get("VOICEFLEET_WORKER_MEMORY_LIMIT", "").strip() or defaults.memory_limit,
         tolerations=tuple(_json(env, "VOICEFLEET_WORKER_TOLERATIONS", list, [])),
         node_selector=_json(env, "VOICEFLEET_WORKER_NODE_SELECTOR", dict, {}),
+        priority_class_name=env.get("VOICEFLEET_WORKER_PRIORITY_CLASS_NAME", "").strip(),
+        runtime_class_name=env.get("VOICEFLEET_WORKER_RUNTIME_CLASS_NAME", "").strip(),
     )
     return Settings(
         namespace=env.get("NAMESPACE", "").strip() or "voicefleet",
@@ -188,4 +199,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         finalizer_budget_seconds=_float(env, "VOICEFLEET_FINALIZER_BUDGET_SECONDS", 60.0),
         api_max_inflight=max(1, _int(env, "VOICEFLEET_API_MAX_INFLIGHT", 16)),
         event_posters=max(1, _int(env, "VOICEFLEET_EVENT_POSTERS", 4)),
+        warm_pool_size=max(0, _int(env, "VOICEFLEET_WARM_POOL_SIZE", 0)),
+        warm_pool_max_age_seconds=max(
+            10.0, _float(env, "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS", 3600.0)
+        ),
+        max_workers=max(0, _int(env, "VOICEFLEET_MAX_WORKERS", 0)),
     )

@@ -22,12 +22,13 @@ from livekit import api as lkapi
 
 from . import naming as n
 from .api import GROUP, PLURAL, VERSION, parse_status
-from .clients.kube import KubeClient, pod_view
+from .clients.kube import KubeClient, KubernetesUnavailable, pod_view
 from .clients.livekit import LiveKitClient, LiveKitUnavailable
 from .config import Settings
 from .manifests import build_worker_secret
 from .metrics import Metrics, serve_metrics
 from .plan import PodView
+from .pool import maintain_pool
 from .reconcile import (
     RetryLater,
     Runtime,
@@ -131,6 +132,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         app = make_app(receiver, mark, lambda e, r: metrics.webhooks.labels(e, r).inc())
         memo.webhook = await start_webhook_server(app, cfg.bind_host, cfg.webhook_port)
     memo.sweeper = asyncio.create_task(_sweep_forever(memo))
+    # Always on: with no pool configured it only removes pool pods left by an earlier setting.
+    memo.keeper = asyncio.create_task(_keep_pool_forever(memo))
     log.info("voicefleet operator started: namespace %s, settings %r", cfg.namespace, cfg)
 
 
@@ -148,13 +151,56 @@ async def _sweep_forever(memo: kopf.Memo) -> None:
             log.exception("orphan sweep failed")
 
 
+POOL_PERIOD = 2.0
+
+
+async def _keep_pool_forever(memo: kopf.Memo) -> None:
+    """The warm pool's keeper: refills and recycles, only while this replica is active."""
+    rt: Runtime = memo.runtime
+    cfg = rt.settings
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rt.pool.changed.wait(), POOL_PERIOD)
+        rt.pool.changed.clear()
+        try:
+
+            async def active() -> bool:
+                return cfg.standalone or not await _standing_by(rt)
+
+            await maintain_pool(rt.kube, cfg, rt.pool, active)
+            rt.metrics.warm_pool.set(rt.pool.size())
+        except KubernetesUnavailable as exc:
+            log.warning("warm pool: %s; retrying", exc)
+            await asyncio.sleep(POOL_PERIOD)
+        except Exception:
+            log.exception("warm pool: keeper pass failed")
+            await asyncio.sleep(POOL_PERIOD)
+
+
+async def _standing_by(rt: Runtime) -> bool:
+    """True while a peer of higher kopf priority is alive: kopf pauses this replica then, and
+    the keeper must not fill the namespace's pool twice."""
+    cfg = rt.settings
+    peers = await rt.kube.read_peering(cfg.namespace, cfg.peering_name) or {}
+    now = datetime.now(UTC)
+    for peer in peers.values():
+        if not isinstance(peer, dict) or int(peer.get("priority", 0)) <= cfg.peering_priority:
+            continue
+        seen = peer.get("lastseen")
+        lifetime = float(peer.get("lifetime", 60))
+        if seen and (now - datetime.fromisoformat(str(seen))).total_seconds() < lifetime:
+            return True
+    return False
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    sweeper = getattr(memo, "sweeper", None)
-    if sweeper is not None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+    for name in ("sweeper", "keeper"):
+        task = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     if getattr(memo, "webhook", None) is not None:
         await memo.webhook.cleanup()
     rt: Runtime | None = getattr(memo, "runtime", None)
@@ -215,7 +261,15 @@ def session_changed(
 
 
 @kopf.on.event("", "v1", "pods", labels={n.LABEL_MANAGED_BY: n.MANAGER})
-def worker_pod_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+def worker_pod_changed(
+    labels: kopf.Labels,
+    namespace: str | None,
+    body: kopf.Body,
+    type: str,
+    memo: Any,
+    **_: Any,
+) -> None:
+    memo.runtime.pool.seen(body, deleted=type == "DELETED")
     session = labels.get(n.LABEL_SESSION)
     if session:
         _wake(memo, n.session_key(namespace or "", session))

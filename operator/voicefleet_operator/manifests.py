@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import naming as n
-from .api import API_VERSION, KIND, VoiceSessionSpec
+from .api import API_VERSION, KIND, VoiceSessionSpec, WorkerOverrides
 from .config import Settings
 
 CONTAINER = "worker"
@@ -66,7 +66,7 @@ def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> Obj
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
-def worker_env(settings: Settings, spec: VoiceSessionSpec) -> list[Object]:
+def worker_env(settings: Settings, overrides: WorkerOverrides) -> list[Object]:
     """The worker's environment of docs/contracts.md, then the session's own (non-reserved) env."""
     w = settings.worker
     env: list[Object] = [
@@ -87,17 +87,15 @@ def worker_env(settings: Settings, spec: VoiceSessionSpec) -> list[Object]:
         {"name": "HOME", "value": "/tmp"},
     ]
     reserved = {e["name"] for e in env}
-    env.extend(
-        {"name": e.name, "value": e.value} for e in spec.worker.env if e.name not in reserved
-    )
+    env.extend({"name": e.name, "value": e.value} for e in overrides.env if e.name not in reserved)
     return env
 
 
-def worker_resources(settings: Settings, spec: VoiceSessionSpec) -> Object:
+def worker_resources(settings: Settings, overrides: WorkerOverrides) -> Object:
     w = settings.worker
     requests = {"cpu": w.cpu_request, "memory": w.memory_request}
     limits = {"cpu": w.cpu_limit, "memory": w.memory_limit}
-    override = spec.worker.resources
+    override = overrides.resources
     if override is not None:
         if override.requests is not None:
             requests.update(override.requests.model_dump(exclude_none=True))
@@ -115,6 +113,55 @@ def build_worker_pod(
     settings: Settings,
 ) -> Object:
     """The single-use worker pod of one connection (cold path)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod,
+            "namespace": session.namespace,
+            "labels": n.worker_labels(session.name, connection),
+            "annotations": {n.ANNOTATION_AGENT_ID: spec.agent_id, n.ANNOTATION_ROOM: room},
+            "ownerReferences": [owner_reference(session)],
+        },
+        "spec": _worker_pod_spec(settings, spec.worker),
+    }
+
+
+def build_warm_pod(namespace: str, pod: str, settings: Settings) -> Object:
+    """An idle worker of the warm pool: no session yet, the deployed defaults, no overrides."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod,
+            "namespace": namespace,
+            "labels": {**n.worker_labels(), n.LABEL_POOL: n.POOL_WARM},
+        },
+        "spec": _worker_pod_spec(settings, WorkerOverrides()),
+    }
+
+
+def warm_pod_claim(
+    session: SessionRef,
+    spec: VoiceSessionSpec,
+    connection: int,
+    room: str,
+    resource_version: str,
+) -> Object:
+    """The merge patch that binds a warm pod to a connection: it makes the pod exactly what
+    the cold path would have labelled and owned. The resourceVersion makes it a compare-and-
+    swap: of two claims of one pod, one gets 409 Conflict and looks elsewhere."""
+    return {
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": {n.LABEL_POOL: None, **n.worker_labels(session.name, connection)},
+            "annotations": {n.ANNOTATION_AGENT_ID: spec.agent_id, n.ANNOTATION_ROOM: room},
+            "ownerReferences": [owner_reference(session)],
+        }
+    }
+
+
+def _worker_pod_spec(settings: Settings, overrides: WorkerOverrides) -> Object:
     w = settings.worker
     security: Object = {
         "allowPrivilegeEscalation": False,
@@ -140,10 +187,10 @@ def build_worker_pod(
         "containers": [
             {
                 "name": CONTAINER,
-                "image": spec.worker.image or w.image,
+                "image": overrides.image or w.image,
                 "imagePullPolicy": w.image_pull_policy,
                 "command": list(w.command),
-                "env": worker_env(settings, spec),
+                "env": worker_env(settings, overrides),
                 "ports": [
                     {"name": HEALTH_PORT_NAME, "containerPort": w.health_port, "protocol": "TCP"}
                 ],
@@ -160,7 +207,7 @@ def build_worker_pod(
                     "failureThreshold": 3,
                     "timeoutSeconds": 2,
                 },
-                "resources": worker_resources(settings, spec),
+                "resources": worker_resources(settings, overrides),
                 "securityContext": security,
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
@@ -171,18 +218,11 @@ def build_worker_pod(
         pod_spec["tolerations"] = [dict(t) for t in w.tolerations]
     if w.node_selector:
         pod_spec["nodeSelector"] = dict(w.node_selector)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod,
-            "namespace": session.namespace,
-            "labels": n.worker_labels(session.name, connection),
-            "annotations": {n.ANNOTATION_AGENT_ID: spec.agent_id, n.ANNOTATION_ROOM: room},
-            "ownerReferences": [owner_reference(session)],
-        },
-        "spec": pod_spec,
-    }
+    if w.priority_class_name:
+        pod_spec["priorityClassName"] = w.priority_class_name
+    if w.runtime_class_name:
+        pod_spec["runtimeClassName"] = w.runtime_class_name
+    return pod_spec
 
 
 def build_worker_secret(namespace: str, settings: Settings) -> Object:

@@ -60,6 +60,16 @@ class Metrics:
             ["target", "call", "result"],
             registry=registry,
         )
+        self.warm_claims = Counter(
+            "voicefleet_warm_claims_total",
+            "Connections' worker pods by origin: claimed from the warm pool, lost a claim "
+            "race (conflict), or started cold (the pool had none ready)",
+            ["result"],
+            registry=registry,
+        )
+        self.warm_pool = Gauge(
+            "voicefleet_warm_pool_pods", "Warm pool pods, ready or not", registry=registry
+        )
         self._phases: dict[str, str] = {}
 
     def api_observer(self, target: str) -> Callable[[str, float, bool], None]:

@@ -31,6 +31,9 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SESSION = f"{GROUP}/session"
 LABEL_CONNECTION = f"{GROUP}/connection"
+# Warm pool pods carry `voicefleet.dev/pool: warm` until a connection claims them.
+LABEL_POOL = f"{GROUP}/pool"
+POOL_WARM = "warm"
 WORKER_APP = "voicefleet-worker"
 MANAGER = "voicefleet-operator"
 

@@ -81,6 +81,7 @@ class Observation:
     room_suffix: str = "aaaaa"
     pod_suffix: str = "aaaaa"
     end_requested: int | None = None  # the connection id the user asked to end (annotation)
+    capacity_left: int | None = None  # worker pods that may still be started (None: no cap)
 
 
 # -- what to do ---------------------------------------------------------------------------
@@ -408,6 +409,7 @@ def _progress(
         Reason.IMAGE_PULL_FAILED,
         Reason.UNSCHEDULABLE,
         Reason.WORKER_FAILED,
+        Reason.CAPACITY_EXCEEDED,
     ):
         conn = conn.model_copy(update=dict(failure_message=blocking[1][:1024]))
         return _end(conn, EndReason.WORKER_FAILED, blocking[1], blocking[0], b), False
@@ -493,6 +495,13 @@ def _worker(
         b.wait(WAIT_SHORT)
         return conn, (Reason.WAITING_FOR_PREVIOUS_WORKER, "a worker is terminating"), None
 
+    if keep is None and conn.pod is None and obs.capacity_left is not None:
+        if obs.capacity_left <= 0:
+            return (
+                conn,
+                (Reason.CAPACITY_EXCEEDED, "no worker can be started: the cap on live workers"),
+                None,
+            )
     if keep is None:
         lost = conn.pod is not None and conn.pod_ready_at is not None
         if lost:

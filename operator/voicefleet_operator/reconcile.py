@@ -29,6 +29,7 @@ from .api import (
     EndReason,
     VoiceSessionSpec,
     VoiceSessionStatus,
+    WorkerOverrides,
     now_utc,
     parse_spec,
     parse_status,
@@ -41,6 +42,7 @@ from .manifests import (
     build_dispatch_metadata,
     build_room_request,
     build_worker_pod,
+    warm_pod_claim,
 )
 from .metrics import Metrics
 from .plan import (
@@ -59,6 +61,7 @@ from .plan import (
     plan,
     plan_invalid_spec,
 )
+from .pool import WarmPool
 
 log = logging.getLogger("voicefleet.operator")
 
@@ -168,6 +171,7 @@ class Runtime:
     statuses: dict[str, VoiceSessionStatus] = dataclasses.field(default_factory=dict)
     unwritten: set[str] = dataclasses.field(default_factory=set)  # statuses kept for the next pass
     expect: Expectations = dataclasses.field(default_factory=Expectations)
+    pool: WarmPool = dataclasses.field(default_factory=WarmPool)
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 
@@ -245,7 +249,9 @@ async def observe(
     pods_lost = 0
     if conn is not None and conn.id == connection:
         pods_lost = conn.pods_lost + (1 if conn.pod is not None else 0)
+    cap = rt.settings.max_workers
     return Observation(
+        capacity_left=cap - rt.pool.live_workers() if cap else None,
         now=now_utc(),
         generation=generation,
         pods=pods,
@@ -444,6 +450,7 @@ async def reconcile_session(
         else plan_invalid_spec(status, obs, invalid or "invalid spec", rt.limits)
     )
     if spec is not None:
+        result = await claim_warm_pod(rt, body, ref, spec, status, obs, result)
         rt.claims.update(spec.agent_id, ref.name, holds_agent(result.status))
     changed = result.status != status
     if changed and _creates_only(result.actions):
@@ -490,6 +497,57 @@ async def reconcile_session(
     if result.changes_world:
         return 0.0  # look at what the actions did right away
     return result.requeue_after if result.requeue_after is not None else IDLE_RECHECK
+
+
+async def claim_warm_pod(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    ref: SessionRef,
+    spec: VoiceSessionSpec,
+    status: VoiceSessionStatus,
+    obs: Observation,
+    result: Plan,
+) -> Plan:
+    """The warm path: a plan that creates a new worker pod claims a ready pool pod instead.
+
+    Only for a pod not decided before (a name the last status already holds may be on its
+    way) and a spec without worker overrides (pool pods run the defaults). The claim is a
+    resourceVersion-guarded patch; a lost race tries the next pod, then the cold path. On a
+    win, the claimed pod is expected in the session's pods and the pass is planned again:
+    the plan adopts it (ready: no cold start) instead of creating one.
+    """
+    create = next((a for a in result.actions if isinstance(a, CreatePod)), None)
+    if create is None or rt.settings.warm_pool_size == 0 or spec.worker != WorkerOverrides():
+        return result
+    if status.connection is not None and status.connection.pod == create.pod:
+        return result
+    key = n.session_key(ref.namespace, ref.name)
+    for pod in rt.pool.candidates()[:3]:
+        rt.pool.claiming(pod.name)
+        patch = warm_pod_claim(ref, spec, create.connection, create.room, pod.resource_version)
+        try:
+            won = await rt.kube.claim_pod(ref.namespace, pod.name, patch)
+        except KubernetesUnavailable as exc:
+            rt.pool.released(pod.name)
+            log.warning("session %s: claiming warm pod %s: %s", key, pod.name, exc)
+            break
+        if not won:
+            rt.pool.released(pod.name)
+            rt.metrics.warm_claims.labels("conflict").inc()
+            continue
+        rt.expect.created_pod(key, PodView(pod.name, create.connection, "Running", ready=True))
+        claimed = dataclasses.replace(obs, pods=rt.expect.pods(key, obs.pods))
+        replanned = plan(ref.name, spec, status, claimed, rt.limits)
+        rt.record_event(
+            body,
+            "Normal",
+            "WarmPodClaimed",
+            f"warm worker {pod.name} claimed for room {create.room}",
+        )
+        rt.metrics.warm_claims.labels("claimed").inc()
+        return replanned
+    rt.metrics.warm_claims.labels("cold").inc()
+    return result
 
 
 def _creates_only(actions: Iterable[Action]) -> bool:

@@ -167,6 +167,46 @@ class KubeClient:
         except (OSError, TimeoutError) as exc:
             raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
 
+    async def claim_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> bool:
+        """Merge-patch a warm pod (the patch carries its resourceVersion): False if another
+        claim won (409 Conflict) or the pod is gone."""
+        try:
+            async with self._slot("claim_pod"):
+                await self._core.patch_namespaced_pod(
+                    name,
+                    namespace,
+                    dict(patch),
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise _unavailable(exc, f"claiming pod {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"claiming pod {namespace}/{name}") from exc
+        return True
+
+    async def delete_pod_if_unchanged(
+        self, namespace: str, name: str, resource_version: str
+    ) -> bool:
+        """Delete a pod only as it was seen (precondition): False if it changed or is gone."""
+        try:
+            async with self._slot("delete_pod"):
+                await self._core.delete_namespaced_pod(
+                    name,
+                    namespace,
+                    body=cast(Any, {"preconditions": {"resourceVersion": resource_version}}),
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
+        return True
+
     # -- the workers' credentials -----------------------------------------------------------
     async def ensure_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
         name = body["metadata"]["name"]
@@ -207,6 +247,26 @@ class KubeClient:
                 return False  # no peering CRD: kopf runs standalone
             raise _unavailable(exc, f"creating KopfPeering {namespace}/{name}") from exc
         return True
+
+    async def read_peering(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The KopfPeering object's status (peer id → priority, lastseen, lifetime)."""
+        try:
+            async with self._slot("get_peering"):
+                body: Any = await self._custom.get_namespaced_custom_object(
+                    "kopf.dev",
+                    "v1",
+                    namespace,
+                    "kopfpeerings",
+                    name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _unavailable(exc, f"reading KopfPeering {namespace}/{name}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(exc, f"reading KopfPeering {namespace}/{name}") from exc
+        return dict(body.get("status") or {})
 
     # -- VoiceSessions ------------------------------------------------------------------------
     async def read_session_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:

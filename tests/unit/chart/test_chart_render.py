@@ -155,9 +155,7 @@ IMPOSSIBLE: list[tuple[dict[str, Any], str]] = [
         "needs gateway.auth.oidc.audience",
     ),
     ({"gateway.ingress.enabled": True}, "gateway.ingress.enabled needs gateway.enabled"),
-    ({"worker.priorityClassName": "high"}, "worker.priorityClassName is not supported"),
-    ({"worker.runtimeClassName": "gvisor"}, "worker.runtimeClassName is not supported"),
-    ({"warmPool.size": 2}, "warm pool is not implemented"),
+    ({"warmPool.size": 5, "worker.maxLive": 3}, "warmPool.size is above worker.maxLive"),
     ({"serviceMonitor.enabled": True}, "needs the prometheus-operator CRDs"),
 ]
 

@@ -24,6 +24,7 @@ class FakeKube:
         self.annotations: dict[str, dict[str, str]] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
         self.down = False
+        self.claims: list[str] = []
 
     def _check(self) -> None:
         if self.down:
@@ -54,6 +55,30 @@ class FakeKube:
         if name in self.pods:
             return False
         self.pods[name] = dict(body)
+        return True
+
+    async def claim_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> bool:
+        """A resourceVersion-guarded merge patch: 409 (False) if the version moved on."""
+        self._check()
+        pod = self.pods.get(name)
+        meta = patch["metadata"]
+        if pod is None or pod["metadata"].get("resourceVersion") != meta["resourceVersion"]:
+            return False
+        labels = {**pod["metadata"].get("labels", {}), **meta["labels"]}
+        pod["metadata"]["labels"] = {k: v for k, v in labels.items() if v is not None}
+        pod["metadata"]["ownerReferences"] = meta["ownerReferences"]
+        pod["metadata"]["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        self.claims.append(name)
+        return True
+
+    async def delete_pod_if_unchanged(
+        self, namespace: str, name: str, resource_version: str
+    ) -> bool:
+        self._check()
+        pod = self.pods.get(name)
+        if pod is None or pod["metadata"].get("resourceVersion") != resource_version:
+            return False
+        self.deleting.add(name)
         return True
 
     async def delete_pod(self, namespace: str, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,8 +17,10 @@ from voicefleet_operator.manifests import (
     SessionRef,
     build_dispatch_metadata,
     build_room_request,
+    build_warm_pod,
     build_worker_pod,
     build_worker_secret,
+    warm_pod_claim,
 )
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
@@ -163,3 +166,30 @@ def test_dispatch_metadata_follows_the_contract(
         "connection": 4,
         "userIdentity": "alice",
     }
+
+
+def test_warm_pod_is_the_cold_pod_without_a_session(
+    session: SessionRef, spec: VoiceSessionSpec, settings: Settings
+) -> None:
+    """A claimed warm pod must be what the cold path would have made: same pod spec."""
+    warm = build_warm_pod("voicefleet", "voicefleet-worker-wwwww", settings)
+    assert warm["spec"] == _pod(session, spec, settings)["spec"]
+    assert "ownerReferences" not in warm["metadata"]
+    assert warm["metadata"]["labels"]["voicefleet.dev/pool"] == "warm"
+    claim = warm_pod_claim(session, spec, 1, "vs-alice-agent66-1-k4x9b", "42")["metadata"]
+    assert claim["resourceVersion"] == "42"
+    assert claim["labels"]["voicefleet.dev/pool"] is None
+    cold = _pod(session, spec, settings)["metadata"]
+    assert {k: v for k, v in claim["labels"].items() if v is not None} == cold["labels"]
+    assert claim["ownerReferences"] == cold["ownerReferences"]
+
+
+def test_worker_priority_and_runtime_class_come_from_the_settings(
+    session: SessionRef, spec: VoiceSessionSpec, settings: Settings
+) -> None:
+    assert "priorityClassName" not in _pod(session, spec, settings)["spec"]
+    worker = dataclasses.replace(
+        settings.worker, priority_class_name="voice", runtime_class_name="gvisor"
+    )
+    pod_spec = _pod(session, spec, dataclasses.replace(settings, worker=worker))["spec"]
+    assert (pod_spec["priorityClassName"], pod_spec["runtimeClassName"]) == ("voice", "gvisor")
