@@ -15,13 +15,14 @@ import sys
 import kopf
 
 from . import handlers  # noqa: F401  (registers the kopf handlers)
-from .config import ConfigError, load_settings
+from .config import ConfigError, env_help, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m voicefleet_operator",
         description=__doc__,
+        epilog=env_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--verbose", action="store_true", help="debug logs")

@@ -93,6 +93,56 @@ class Settings:
         return url
 
 
+# Every variable load_settings reads, for `--help` (a unit test keeps the two in step).
+ENV_DOC: dict[str, str] = {
+    "NAMESPACE": "namespace whose VoiceSessions are served (default voicefleet)",
+    "KUBECONFIG": "credentials file (the operator's ServiceAccount); else in-cluster",
+    "LIVEKIT_URL": "LiveKit server, ws:// or wss:// (required)",
+    "LIVEKIT_API_KEY": "LiveKit API key (required)",
+    "LIVEKIT_API_SECRET": "LiveKit API secret (required; never logged)",
+    "LETTA_BASE_URL": "Letta server the workers use",
+    "LETTA_API_KEY": "Letta API key for the workers (optional)",
+    "VOICEFLEET_WORKER_IMAGE": "worker image (default voicefleet-worker:dev)",
+    "VOICEFLEET_WORKER_IMAGE_PULL_POLICY": "IfNotPresent | Always | Never",
+    "VOICEFLEET_WORKER_COMMAND": "worker command (default: python -m voicefleet_worker)",
+    "VOICEFLEET_WORKER_SECRET": "Secret with the workers' credentials (made by the operator)",
+    "VOICEFLEET_WORKER_LIVEKIT_URL": "LiveKit URL as the workers reach it (default LIVEKIT_URL)",
+    "VOICEFLEET_WORKER_LETTA_BASE_URL": "Letta URL as the workers reach it (default LETTA_BASE_URL)",
+    "VOICEFLEET_PLUGINS": "worker plugin set: offline (default) or a production set",
+    "VOICEFLEET_WORKER_HEALTH_PORT": "worker health/metrics port (default 8081)",
+    "VOICEFLEET_FLUSH_TIMEOUT_SECONDS": "worker's bound on flushing Letta writes at SIGTERM",
+    "VOICEFLEET_WORKER_CPU_REQUEST": "worker CPU request (default 250m)",
+    "VOICEFLEET_WORKER_MEMORY_REQUEST": "worker memory request (default 512Mi)",
+    "VOICEFLEET_WORKER_CPU_LIMIT": "worker CPU limit (default 2)",
+    "VOICEFLEET_WORKER_MEMORY_LIMIT": "worker memory limit (default 2Gi)",
+    "VOICEFLEET_WORKER_TOLERATIONS": "worker tolerations, JSON list",
+    "VOICEFLEET_WORKER_NODE_SELECTOR": "worker node selector, JSON object",
+    "VOICEFLEET_WORKER_PRIORITY_CLASS_NAME": "worker priorityClassName (default none)",
+    "VOICEFLEET_WORKER_RUNTIME_CLASS_NAME": "worker runtimeClassName (default none)",
+    "VOICEFLEET_BIND_HOST": "address of the webhook, metrics and health servers (127.0.0.1)",
+    "VOICEFLEET_WEBHOOK_PORT": "LiveKit webhook receiver port (8090; 0: none)",
+    "VOICEFLEET_METRICS_PORT": "Prometheus /metrics port (9090; 0: none)",
+    "VOICEFLEET_HEALTH_PORT": "liveness /healthz port (8080; 0: none)",
+    "VOICEFLEET_ROOM_CHECK_SECONDS": "period of the level-based room check (10)",
+    "VOICEFLEET_ONE_CONNECTION_PER_AGENT": "one live connection per Letta agent (true)",
+    "VOICEFLEET_PEERING_NAME": "KopfPeering object (voicefleet-operator)",
+    "VOICEFLEET_PEERING_PRIORITY": "kopf peering priority; the higher one is active (0)",
+    "VOICEFLEET_PEERING_LIFETIME_SECONDS": "how long a silent peer counts as alive (20)",
+    "VOICEFLEET_STANDALONE": "no peering at all (false)",
+    "VOICEFLEET_FINALIZER_BUDGET_SECONDS": "how long deletion waits for LiveKit (60)",
+    "VOICEFLEET_API_MAX_INFLIGHT": "calls in flight to the API server, and to LiveKit (16)",
+    "VOICEFLEET_EVENT_POSTERS": "Kubernetes Events posted at once (4)",
+    "VOICEFLEET_WARM_POOL_SIZE": "idle warm workers kept ready (0: no pool)",
+    "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS": "age at which a warm worker is replaced (3600)",
+    "VOICEFLEET_MAX_WORKERS": "cap on live worker pods; beyond it CapacityExceeded (0: none)",
+}
+
+
+def env_help() -> str:
+    width = max(map(len, ENV_DOC))
+    return "environment:\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in ENV_DOC.items())
+
+
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
     raw = env.get(key, "").strip()
     if not raw:

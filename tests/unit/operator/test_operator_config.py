@@ -39,3 +39,16 @@ def test_settings_are_frozen() -> None:
     s = load_settings(ENV)
     with pytest.raises(AttributeError):
         s.namespace = "other"  # type: ignore[misc]
+
+
+def test_help_lists_every_variable_the_settings_read() -> None:
+    """`python -m voicefleet_operator --help` documents exactly what load_settings reads."""
+    import re
+    from pathlib import Path
+
+    from voicefleet_operator import config
+
+    source = Path(config.__file__).read_text().split("def load_settings", 1)[1]
+    read = set(re.findall(r'"((?:VOICEFLEET|LIVEKIT|LETTA)_[A-Z_]+|NAMESPACE)"', source))
+    assert read <= set(config.ENV_DOC), read - set(config.ENV_DOC)
+    assert all(name in config.env_help() for name in read)
