@@ -72,7 +72,7 @@ class Settings:
     finalizer_budget_seconds: float = 60.0  # then the room is left to LiveKit's empty timeout
     # Calls in flight from the operator to each of the API server and LiveKit: a burst of
     # sessions queues in the operator instead of drawing 429s (and everyone's retries).
-    api_max_inflight: int = 16
+    api_max_inflight: int = 48
     # Kubernetes Events posted at once (kopf posts them in the background, behind the work).
     event_posters: int = 4
     # The warm pool (SPEC "Warm pool"): idle, registered workers a new connection claims
@@ -130,7 +130,7 @@ ENV_DOC: dict[str, str] = {
     "VOICEFLEET_PEERING_LIFETIME_SECONDS": "how long a silent peer counts as alive (20)",
     "VOICEFLEET_STANDALONE": "no peering at all (false)",
     "VOICEFLEET_FINALIZER_BUDGET_SECONDS": "how long deletion waits for LiveKit (60)",
-    "VOICEFLEET_API_MAX_INFLIGHT": "calls in flight to the API server, and to LiveKit (16)",
+    "VOICEFLEET_API_MAX_INFLIGHT": "calls in flight to the API server, and to LiveKit (48)",
     "VOICEFLEET_EVENT_POSTERS": "Kubernetes Events posted at once (4)",
     "VOICEFLEET_WARM_POOL_SIZE": "idle warm workers kept ready (0: no pool)",
     "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS": "age at which a warm worker is replaced (3600)",
@@ -247,7 +247,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         peering_lifetime_seconds=_int(env, "VOICEFLEET_PEERING_LIFETIME_SECONDS", 20),
         standalone=_bool(env, "VOICEFLEET_STANDALONE", False),
         finalizer_budget_seconds=_float(env, "VOICEFLEET_FINALIZER_BUDGET_SECONDS", 60.0),
-        api_max_inflight=max(1, _int(env, "VOICEFLEET_API_MAX_INFLIGHT", 16)),
+        api_max_inflight=max(1, _int(env, "VOICEFLEET_API_MAX_INFLIGHT", 48)),
         event_posters=max(1, _int(env, "VOICEFLEET_EVENT_POSTERS", 4)),
         warm_pool_size=max(0, _int(env, "VOICEFLEET_WARM_POOL_SIZE", 0)),
         warm_pool_max_age_seconds=max(

@@ -25,12 +25,11 @@ from webharness import (  # noqa: E402
     GatewayFailed,
     Letta,
     OperatorUnavailable,
-    StandInLetta,
     StandInOperator,
     StandInWorker,
     create_isolated_namespace,
-    find_letta,
     gateway_kubeconfig_for,
+    letta_or_stand_in,
     operator_running,
     start_checkout_operator,
     start_gateway_process,
@@ -57,13 +56,7 @@ def browser_ready() -> None:
 
 @pytest.fixture(scope="session")
 def e2e_letta(stack_env: dict[str, str]) -> Iterator[Letta]:
-    found = find_letta(stack_env)
-    if found is not None:
-        yield found
-        return
-    stand_in = StandInLetta()
-    yield stand_in.letta
-    stand_in.stop()
+    yield from letta_or_stand_in(stack_env)
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,10 @@ this client makes the few direct calls the reconcile needs. Pods come back as th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar, cast
 
 from kubernetes.aio import config as kube_config
 from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Secret
@@ -24,8 +23,9 @@ from ..plan import PodView
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = 10.0
-DEFAULT_MAX_INFLIGHT = 16
+DEFAULT_MAX_INFLIGHT = 48
 CallObserver = Callable[[str, float, bool], None]  # (call, seconds, succeeded)
+T = TypeVar("T")
 
 
 class KubernetesUnavailable(Exception):
@@ -105,15 +105,36 @@ class KubeClient:
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient(), max_inflight)
 
-    @contextlib.asynccontextmanager
-    async def _slot(self, call: str) -> AsyncIterator[None]:
-        """One API call: a slot of the in-flight bound, timed for the metrics."""
+    async def _send(
+        self,
+        call: str,
+        what: str,
+        request: Awaitable[T],
+        absent: Collection[int] = (404,),
+        refusals_raise: bool = False,
+    ) -> T | None:
+        """One API call, in a slot of the in-flight bound and timed for the metrics.
+
+        An answer whose status is in `absent` is None (gone, or another writer won); no
+        answer, 5xx and 429 are KubernetesUnavailable (retry later). Other refusals (403,
+        422) are KubernetesUnavailable too, or raised as they are with `refusals_raise`.
+        """
         async with self._slots:
             started = time.monotonic()
             ok = False
             try:
-                yield
+                result = await request
                 ok = True
+                return result
+            except ApiException as exc:
+                if exc.status in absent:
+                    ok = True
+                    return None
+                if refusals_raise and not _retryable(exc):
+                    raise
+                raise _unavailable(exc, what) from exc
+            except (OSError, TimeoutError) as exc:
+                raise _unavailable(exc, what) from exc
             finally:
                 if self.observe is not None:
                     self.observe(call, time.monotonic() - started, ok)
@@ -123,89 +144,57 @@ class KubeClient:
 
     # -- pods ----------------------------------------------------------------------------
     async def list_session_pods(self, namespace: str, session: str) -> tuple[PodView, ...]:
-        try:
-            async with self._slot("list_pods"):
-                pods = await self._core.list_namespaced_pod(
-                    namespace,
-                    label_selector=n.session_selector(session),
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except (ApiException, OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"listing pods of {namespace}/{session}") from exc
+        request = self._core.list_namespaced_pod(
+            namespace, label_selector=n.session_selector(session), _request_timeout=REQUEST_TIMEOUT
+        )
+        pods = await self._send("list_pods", f"listing pods of {namespace}/{session}", request, ())
         serialize = self._api.sanitize_for_serialization
-        return tuple(pod_view(serialize(p)) for p in pods.items or [])  # type: ignore[no-untyped-call]
+        items = pods.items if pods is not None else []
+        return tuple(pod_view(serialize(p)) for p in items or [])  # type: ignore[no-untyped-call]
 
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create a pod; False if one of that name exists already (creating is idempotent)."""
-        try:
-            async with self._slot("create_pod"):
-                # The dict goes out as it is (no round trip through the client models).
-                await self._core.create_namespaced_pod(
-                    namespace, cast(Any, dict(body)), _request_timeout=REQUEST_TIMEOUT
-                )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            if not _retryable(exc):
-                raise
-            raise _unavailable(exc, f"creating pod {body['metadata']['name']}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"creating pod {body['metadata']['name']}") from exc
-        return True
+        # The dict goes out as it is (no round trip through the client models).
+        request = self._core.create_namespaced_pod(
+            namespace, cast(Any, dict(body)), _request_timeout=REQUEST_TIMEOUT
+        )
+        what = f"creating pod {body['metadata']['name']}"
+        return (
+            await self._send("create_pod", what, request, (409,), refusals_raise=True) is not None
+        )
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         """Ask for the pod's deletion with its own grace period (SIGTERM → flush → exit)."""
-        try:
-            async with self._slot("delete_pod"):
-                await self._core.delete_namespaced_pod(
-                    name, namespace, _request_timeout=REQUEST_TIMEOUT
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
+        request = self._core.delete_namespaced_pod(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        await self._send("delete_pod", f"deleting pod {namespace}/{name}", request)
 
     async def claim_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> bool:
         """Merge-patch a warm pod (the patch carries its resourceVersion): False if another
         claim won (409 Conflict) or the pod is gone."""
-        try:
-            async with self._slot("claim_pod"):
-                await self._core.patch_namespaced_pod(
-                    name,
-                    namespace,
-                    dict(patch),
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return False
-            raise _unavailable(exc, f"claiming pod {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"claiming pod {namespace}/{name}") from exc
-        return True
+        request = self._core.patch_namespaced_pod(
+            name,
+            namespace,
+            dict(patch),
+            _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        what = f"claiming pod {namespace}/{name}"
+        return await self._send("claim_pod", what, request, (404, 409)) is not None
 
     async def delete_pod_if_unchanged(
         self, namespace: str, name: str, resource_version: str
     ) -> bool:
         """Delete a pod only as it was seen (precondition): False if it changed or is gone."""
-        try:
-            async with self._slot("delete_pod"):
-                await self._core.delete_namespaced_pod(
-                    name,
-                    namespace,
-                    body=cast(Any, {"preconditions": {"resourceVersion": resource_version}}),
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return False
-            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"deleting pod {namespace}/{name}") from exc
-        return True
+        request = self._core.delete_namespaced_pod(
+            name,
+            namespace,
+            body=cast(Any, {"preconditions": {"resourceVersion": resource_version}}),
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        what = f"deleting pod {namespace}/{name}"
+        return await self._send("delete_pod", what, request, (404, 409)) is not None
 
     # -- the workers' credentials -----------------------------------------------------------
     async def ensure_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
@@ -250,84 +239,53 @@ class KubeClient:
 
     async def read_peering(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The KopfPeering object's status (peer id → priority, lastseen, lifetime)."""
-        try:
-            async with self._slot("get_peering"):
-                body: Any = await self._custom.get_namespaced_custom_object(
-                    "kopf.dev",
-                    "v1",
-                    namespace,
-                    "kopfpeerings",
-                    name,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _unavailable(exc, f"reading KopfPeering {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"reading KopfPeering {namespace}/{name}") from exc
-        return dict(body.get("status") or {})
+        request = self._custom.get_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", name, _request_timeout=REQUEST_TIMEOUT
+        )
+        body: Any = await self._send(
+            "get_peering", f"reading KopfPeering {namespace}/{name}", request
+        )
+        return None if body is None else dict(body.get("status") or {})
 
     # -- VoiceSessions ------------------------------------------------------------------------
     async def read_session_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The status of a VoiceSession as the API server has it now; None if it is gone."""
-        try:
-            async with self._slot("get_session"):
-                body: Any = await self._custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _unavailable(exc, f"reading {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"reading {namespace}/{name}") from exc
-        return dict(body.get("status") or {})
+        request = self._custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+        )
+        body: Any = await self._send("get_session", f"reading {namespace}/{name}", request)
+        return None if body is None else dict(body.get("status") or {})
 
     async def patch_session_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> bool:
         """Merge-patch the status subresource; False if the session is gone."""
-        try:
-            async with self._slot("patch_status"):
-                await self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"status": dict(status)},
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise _unavailable(exc, f"writing status of {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"writing status of {namespace}/{name}") from exc
-        return True
+        request = self._custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        what = f"writing status of {namespace}/{name}"
+        return await self._send("patch_status", what, request) is not None
 
     async def annotate_session(
         self, namespace: str, name: str, annotations: Mapping[str, str]
     ) -> bool:
         """Merge-patch annotations (the webhook's wake-up mark); False if the session is gone."""
-        try:
-            async with self._slot("annotate_session"):
-                await self._custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"metadata": {"annotations": dict(annotations)}},
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise _unavailable(exc, f"annotating {namespace}/{name}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise _unavailable(exc, f"annotating {namespace}/{name}") from exc
-        return True
+        request = self._custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": dict(annotations)}},
+            _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        what = f"annotating {namespace}/{name}"
+        return await self._send("annotate_session", what, request) is not None

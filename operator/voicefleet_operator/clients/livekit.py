@@ -20,7 +20,7 @@ from ..plan import DispatchView, ParticipantView, RoomView
 from .kube import CallObserver
 
 REQUEST_TIMEOUT = 5.0
-DEFAULT_MAX_INFLIGHT = 16
+DEFAULT_MAX_INFLIGHT = 48
 T = TypeVar("T")
 
 

@@ -274,6 +274,29 @@ async def test_join_timeout_without_an_agent_fails_and_cleans_up(
     assert live_pods(kube, session_name) == [] and not await room_exists(stack_env, room)
 
 
+async def test_an_unschedulable_worker_fails_fast_with_the_reason(
+    stack_env: dict[str, str],
+    kube: Kube,
+    operator: OperatorProcess | None,
+    session_name: str,
+    agent_id: str,
+) -> None:
+    """No node can hold the worker: Failed/Unschedulable with the scheduler's words, long
+    before the join timeout, and nothing left behind (not a silent wait)."""
+    huge = {"requests": {"cpu": "4000", "memory": "1Gi"}, "limits": {"cpu": "4000"}}
+    kube.apply(
+        session_obj(
+            kube, session_name, agent_id, joinTimeoutSeconds=600, worker={"resources": huge}
+        )
+    )
+    room = (await started(kube, session_name, dispatched=False))["connection"]["room"]
+    st = await ended(kube, session_name, within=60)
+    assert st["phase"] == "Failed" and st["connection"]["endReason"] == "WorkerFailed"
+    ready = condition(st, "Ready")
+    assert ready["reason"] == "Unschedulable" and "cpu" in ready["message"].lower()
+    assert live_pods(kube, session_name) == [] and not await room_exists(stack_env, room)
+
+
 # -- rule 4: deletion ---------------------------------------------------------------------------------
 async def test_delete_leaves_no_pod_no_room_no_session(
     stack_env: dict[str, str],

@@ -29,25 +29,18 @@ from secharness import SecOperator  # noqa: E402
 from webharness import (  # noqa: E402
     Gateway,
     GatewayFailed,
+    Gateways,
     Letta,
-    StandInLetta,
     create_isolated_namespace,
-    find_letta,
     gateway_kubeconfig_for,
-    start_gateway_process,
+    letta_or_stand_in,
     stop_checkout_operator,
 )
 
 
 @pytest.fixture(scope="session")
 def sec_letta(stack_env: dict[str, str]) -> Iterator[Letta]:
-    found = find_letta(stack_env)
-    if found is not None:
-        yield found
-        return
-    stand_in = StandInLetta()
-    yield stand_in.letta
-    stand_in.stop()
+    yield from letta_or_stand_in(stack_env)
 
 
 @pytest.fixture(scope="session")
@@ -89,28 +82,22 @@ def sec_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Gateway]]:
     """sec_gateway(user=..., **env) -> a gateway process (one per set of arguments)."""
-    running: dict[tuple[tuple[str, str], ...], Gateway] = {}
+    gateways = Gateways(
+        stack_env,
+        sec_gateway_kubeconfig,
+        sec_letta.url,
+        lambda: tmp_path_factory.mktemp("sec-gateway-run"),
+        "it-sec",
+    )
 
-    def start(user: str = "it-sec", **overrides: str) -> Gateway:
-        key = tuple(sorted({"user": user, **overrides}.items()))
-        if key not in running:
-            log = tmp_path_factory.mktemp("sec-gateway-run") / "gateway.log"
-            try:
-                running[key] = start_gateway_process(
-                    stack_env,
-                    kubeconfig=sec_gateway_kubeconfig,
-                    letta_url=sec_letta.url,
-                    log=log,
-                    user=user,
-                    **overrides,
-                )
-            except GatewayFailed as exc:
-                pytest.fail(str(exc))
-        return running[key]
+    def start(user: str | None = None, **overrides: str) -> Gateway:
+        try:
+            return gateways.start(user, **overrides)
+        except GatewayFailed as exc:
+            pytest.fail(str(exc))
 
     yield start
-    for gateway in running.values():
-        gateway.stop()
+    gateways.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -14,26 +14,19 @@ import pytest
 from webharness import (
     Gateway,
     GatewayFailed,
+    Gateways,
     Letta,
-    StandInLetta,
     StandInOperator,
-    find_letta,
     gateway_kubeconfig_for,
+    letta_or_stand_in,
     operator_running,
-    start_gateway_process,
 )
 
 
 @pytest.fixture(scope="session")
 def letta(stack_env: dict[str, str]) -> Iterator[Letta]:
     """The stack's Letta, or a STAND-IN agent directory when Letta is not running."""
-    found = find_letta(stack_env)
-    if found is not None:
-        yield found
-        return
-    stand_in = StandInLetta()
-    yield stand_in.letta
-    stand_in.stop()
+    yield from letta_or_stand_in(stack_env)
 
 
 @pytest.fixture(scope="session")
@@ -55,28 +48,22 @@ def start_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Gateway]]:
     """start_gateway(user="it-alice", **env) -> a running gateway (one per set of arguments)."""
-    running: dict[tuple[tuple[str, str], ...], Gateway] = {}
+    gateways = Gateways(
+        stack_env,
+        gateway_kubeconfig,
+        letta.url,
+        lambda: tmp_path_factory.mktemp("gateway-run"),
+        "it-alice",
+    )
 
-    def start(user: str = "it-alice", **overrides: str) -> Gateway:
-        key = tuple(sorted({"user": user, **overrides}.items()))
-        if key not in running:
-            log = tmp_path_factory.mktemp("gateway-run") / "gateway.log"
-            try:
-                running[key] = start_gateway_process(
-                    stack_env,
-                    kubeconfig=gateway_kubeconfig,
-                    letta_url=letta.url,
-                    log=log,
-                    user=user,
-                    **overrides,
-                )
-            except GatewayFailed as exc:
-                pytest.fail(str(exc))
-        return running[key]
+    def start(user: str | None = None, **overrides: str) -> Gateway:
+        try:
+            return gateways.start(user, **overrides)
+        except GatewayFailed as exc:
+            pytest.fail(str(exc))
 
     yield start
-    for gateway in running.values():
-        gateway.stop()
+    gateways.stop_all()
 
 
 @pytest.fixture(scope="session")

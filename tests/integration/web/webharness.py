@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -178,8 +179,54 @@ class Gateway:
             self.process.kill()
 
 
+def letta_or_stand_in(stack_env: dict[str, str]) -> Iterator[Letta]:
+    """A session fixture's body: the stack's Letta, or a STAND-IN agent directory without it."""
+    found = find_letta(stack_env)
+    if found is not None:
+        yield found
+        return
+    stand_in = StandInLetta()
+    yield stand_in.letta
+    stand_in.stop()
+
+
 class GatewayFailed(RuntimeError):
     pass
+
+
+class Gateways:
+    """Gateway processes started on demand, one per set of arguments, all stopped at the end."""
+
+    def __init__(
+        self,
+        stack_env: dict[str, str],
+        kubeconfig: Path,
+        letta_url: str,
+        folders: Callable[[], Path],
+        default_user: str,
+    ) -> None:
+        self._args = (stack_env, kubeconfig, letta_url)
+        self._folders, self._default_user = folders, default_user
+        self._running: dict[tuple[tuple[str, str], ...], Gateway] = {}
+
+    def start(self, user: str | None = None, **overrides: str) -> Gateway:
+        user = user or self._default_user
+        key = tuple(sorted({"user": user, **overrides}.items()))
+        if key not in self._running:
+            stack_env, kubeconfig, letta_url = self._args
+            self._running[key] = start_gateway_process(
+                stack_env,
+                kubeconfig=kubeconfig,
+                letta_url=letta_url,
+                log=self._folders() / "gateway.log",
+                user=user,
+                **overrides,
+            )
+        return self._running[key]
+
+    def stop_all(self) -> None:
+        for gateway in self._running.values():
+            gateway.stop()
 
 
 def start_gateway_process(
