@@ -47,16 +47,16 @@ lint: python ## ruff and mypy
 
 test: deps ## install what is missing, then lint, unit and integration tests on the real stack
 	@$(MAKE) --no-print-directory lint
-	@$(VENV)/bin/python -m pytest -ra tests/unit tests/integration tests/e2e
+	@$(VENV)/bin/python -m pytest -ra -m "not slow" tests/unit tests/integration tests/e2e
 
 test-unit: python ## unit tests only (no stack)
 	@$(VENV)/bin/python -m pytest -ra tests/unit
 
 test-integration: deps ## integration and browser tests on the real local stack
-	@$(VENV)/bin/python -m pytest -ra tests/integration tests/e2e
+	@$(VENV)/bin/python -m pytest -ra -m "not slow" tests/integration tests/e2e
 
-bench: deps ## benchmarks on the local stack: table + bench/results/latest.json
-	@$(VENV)/bin/python tests/bench/bench_reconcile.py
+bench: deps ## benchmarks on a private local stack: tables, bench/results/latest.json, plot
+	@$(VENV)/bin/python tests/bench/run.py
 
 # -- Helm chart, plain manifests, images, kind (issue 7) ------------------------------------
 .PHONY: manifests manifests-check chart-lint chart-test images kind-e2e

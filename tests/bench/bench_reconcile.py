@@ -14,7 +14,8 @@ by VOICEFLEET_STACK_ENV=<env file>), with the same background load in both:
 
 Throughput is N / (first create sent → last pod bound). The operator's RSS (VmRSS) is read
 with all N sessions live. Everything is deleted (and awaited) between phases. The table goes
-to stdout, the figures to bench/results/latest.json and bench/results/<UTC timestamp>.json.
+to stdout, the figures to bench/results/latest.json and bench/results/<UTC timestamp>.json
+(through run.py, which `make bench` calls; running this file is `run.py --only reconcile`).
 
 BENCH_SESSIONS=<N> overrides N (default 1000); BENCH_CONCURRENCY the creates in flight
 (default 50). Benchmarks report; nothing here asserts a timing.
@@ -26,27 +27,19 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import shutil
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+from benchlib import cpu_seconds, format_table, log, percentile, read_rss, stack_dir_of
+from opit import Kube, OperatorProcess, operator_kubeconfig
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "operator"), str(REPO / "tests" / "integration" / "operator")]
-
-from opit import Kube, OperatorProcess, operator_kubeconfig  # noqa: E402
-
-from voicefleet_operator.api import (  # noqa: E402
+from voicefleet_operator.api import (
     API_VERSION,
     GROUP,
     KIND,
@@ -54,11 +47,9 @@ from voicefleet_operator.api import (  # noqa: E402
     VERSION,
     parse_spec,
 )
-from voicefleet_operator.config import load_settings  # noqa: E402
-from voicefleet_operator.manifests import SessionRef, build_worker_pod  # noqa: E402
-from voicefleet_stack.stack import read_env_file, voicefleet_home  # noqa: E402
+from voicefleet_operator.config import load_settings
+from voicefleet_operator.manifests import SessionRef, build_worker_pod
 
-RESULTS = REPO / "bench" / "results"
 BENCH_LABEL = f"{GROUP}/bench"
 SESSION_LABEL = f"{GROUP}/session"
 KWOK_TOLERATIONS = json.dumps(
@@ -73,10 +64,6 @@ CLEANUP_TIMEOUT = 600.0
 RETRIES_429 = 30
 WARMUP = 20  # unmeasured pods/sessions first: cold caches cost neither phase
 GOALS = {"ratio_to_floor": ">= 0.5", "p99_ms": "<= 2000", "operator_rss_mb": "<= 300"}
-
-
-def log(message: str) -> None:
-    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
 # -- a small asyncio client of the API server (JSON in, JSON out, no client models) --------
@@ -191,12 +178,6 @@ class Burst:
             "max_ms": round(latencies[-1] * 1000, 1),
             "duration_s": round(span, 2),
         }
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, -(-len(sorted_values) * pct // 100))
-    return sorted_values[int(rank) - 1]
 
 
 async def run_burst(
@@ -400,23 +381,6 @@ def count_429(path: Path | None, offset: int) -> int:
         return sum(1 for line in f if b"429" in line or b"TooManyRequests" in line)
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def read_rss(pid: int) -> dict[str, float]:
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024  # kB → MiB
-    return {"rss_mb": round(fields["VmRSS"], 1), "rss_peak_mb": round(fields["VmHWM"], 1)}
-
-
 async def measure(
     env: dict[str, str], n: int, concurrency: int, operator_pid: int, operator_log: Path
 ) -> dict[str, Any]:
@@ -473,35 +437,7 @@ async def measure(
     }
 
 
-# -- machine, table, files -------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "hostname": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "memory_gb": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "commit": commit,
-    }
-
-
+# -- the table ----------------------------------------------------------------------------
 def table(rec: dict[str, Any]) -> str:
     rows = [
         ("figure", "voicefleet", "floor (no operator)", "goal"),
@@ -536,93 +472,43 @@ def table(rec: dict[str, Any]) -> str:
             "",
         ),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "reconcile\n" + "\n".join(lines)
+    return format_table("reconcile", rows)
 
 
-def write_results(results: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(results, indent=2) + "\n"
-    dated = RESULTS / f"{stamp}.json"
-    dated.write_text(text)
-    (RESULTS / "latest.json").write_text(text)
-    return dated
+def tables(results: dict[str, Any]) -> str:
+    return table(results["reconcile"])
 
 
-# -- the stack and the benchmark's own operator ------------------------------------------------
-def voicefleet(stack_dir: Path, *args: str, timeout: float) -> int:
-    env = dict(os.environ, VOICEFLEET_STACK_DIR=str(stack_dir))
-    return subprocess.run(
-        [sys.executable, "-m", "voicefleet_stack", *args], env=env, timeout=timeout, check=False
-    ).returncode
+# -- the entry point of run.py -----------------------------------------------------------------
+def run(env: dict[str, str], work: Path) -> dict[str, Any]:
+    """The reconcile benchmark on the stack of `env`: {"reconcile": {...}, "kubernetes": ...}.
 
-
-def main() -> int:
+    BENCH_SESSIONS=<N> (default 1000), BENCH_CONCURRENCY (default 50)."""
     n = int(os.environ.get("BENCH_SESSIONS", "1000"))
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "50"))
-    started = datetime.now(UTC)
-    machine = machine_info()
-    given = os.environ.get("VOICEFLEET_STACK_ENV")
-    stack_dir: Path | None = None
-    ok = False
-    work = Path(tempfile.mkdtemp(prefix="voicefleet-bench-"))
+    kube = Kube(env)
+    logs = stack_dir_of(env) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(
+        env, operator_kubeconfig(kube, env, work / "kubeconfig"), logs / "operator-bench.log"
+    )
+    # The operator as deployed (default room checks and finalizer budget), workers on kwok.
+    operator.env.pop("VOICEFLEET_ROOM_CHECK_SECONDS", None)
+    operator.env.pop("VOICEFLEET_FINALIZER_BUDGET_SECONDS", None)
+    operator.env["VOICEFLEET_WORKER_TOLERATIONS"] = KWOK_TOLERATIONS
+    operator.env["VOICEFLEET_WORKER_NODE_SELECTOR"] = KWOK_NODE_SELECTOR
+    log(f"starting the benchmark's operator (peering priority 100), log {operator.log}")
+    operator.start()
     try:
-        if given:
-            env_file = Path(given)
-            log(f"using the running stack of {env_file}")
-        else:
-            root = voicefleet_home() / "bench-stacks"
-            root.mkdir(parents=True, exist_ok=True)
-            stack_dir = Path(tempfile.mkdtemp(prefix="stack-", dir=root))
-            log(f"starting a private stack in {stack_dir}")
-            if voicefleet(stack_dir, "up", "--detach", timeout=900) != 0:
-                raise SystemExit(f"`voicefleet up --detach` failed; logs in {stack_dir}/logs")
-            env_file = stack_dir / "env"
-        env = read_env_file(env_file)
-        kube = Kube(env)
-        logs = Path(env["KUBECONFIG"]).parent / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        operator = OperatorProcess(
-            env, operator_kubeconfig(kube, env, work / "kubeconfig"), logs / "operator-bench.log"
-        )
-        # The operator as deployed (default room checks and finalizer budget), workers on kwok.
-        operator.env.pop("VOICEFLEET_ROOM_CHECK_SECONDS", None)
-        operator.env.pop("VOICEFLEET_FINALIZER_BUDGET_SECONDS", None)
-        operator.env["VOICEFLEET_WORKER_TOLERATIONS"] = KWOK_TOLERATIONS
-        operator.env["VOICEFLEET_WORKER_NODE_SELECTOR"] = KWOK_NODE_SELECTOR
-        log(f"starting the benchmark's operator (peering priority 100), log {operator.log}")
-        operator.start()
-        try:
-            time.sleep(PEERING_SETTLE_SECONDS)
-            assert operator.proc is not None
-            figures = asyncio.run(measure(env, n, concurrency, operator.proc.pid, operator.log))
-        finally:
-            operator.stop()
-        results = {
-            "timestamp": started.isoformat(timespec="seconds"),
-            "machine": {**machine, "kubernetes": figures.pop("kubernetes")},
-            **figures,
-        }
-        dated = write_results(results)
-        print()
-        print(table(results["reconcile"]))
-        print()
-        log(f"wrote {RESULTS / 'latest.json'} and {dated}")
-        ok = True
-        return 0
+        time.sleep(PEERING_SETTLE_SECONDS)
+        assert operator.proc is not None
+        figures = asyncio.run(measure(env, n, concurrency, operator.proc.pid, operator.log))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if stack_dir is not None:
-            log("stopping the private stack")
-            voicefleet(stack_dir, "down", timeout=180)
-            if ok:
-                shutil.rmtree(stack_dir, ignore_errors=True)
-            else:
-                log(f"kept {stack_dir} (logs) for a look")
+        operator.stop()
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import main
+
+    sys.exit(main(["--only", "reconcile"]))

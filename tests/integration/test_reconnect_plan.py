@@ -5,15 +5,18 @@ room and a worker pod per connection; the pod runs on the host-process node (the
 stopgap) as a real worker process; the user is a real LiveKit participant talking on
 `lk.chat` and reading `lk.transcription`; the brain is the real Letta server with the
 scripted model. Each test has its own Letta agent, so tests do not share memory or wait
-for each other's agent (one live connection per agent).
+for each other's agent (one live connection per agent). The helpers are in
+reconnect_harness.py (shared with the connect/reconnect benchmark).
+
+The 50-cycle soak of T3 is marked `slow` (`pytest -m slow tests/integration/test_reconnect_plan.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -21,13 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from livekit import api
 
 sys.path.insert(0, str(Path(__file__).parent / "worker"))
+from reconnect_harness import (
+    Session,
+    create_letta_agent,
+    delete_letta_agent,
+    list_rooms,
+    talk,
+    worker_log_errors,
+    worker_pid,
+)
 from worker_harness import Human
 
 pytestmark = pytest.mark.integration
+
+SOAK_CYCLES = 50
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -35,98 +47,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def letta_agent(stack_env: dict[str, str]) -> Any:
-    from letta_client import Letta
-
-    client = Letta(base_url=stack_env["LETTA_BASE_URL"], api_key="unused-local")
-    demo = next(a for a in client.agents.list() if a.name == "Agent_66")
-    agent = client.agents.create(
-        name=f"plan-{uuid.uuid4().hex[:8]}",
-        model=demo.llm_config.handle or f"openai-proxy/{demo.llm_config.model}",
-        embedding=demo.embedding_config.handle or "openai/text-embedding-3-small",
-        memory_blocks=[
-            {"label": "human", "value": ""},
-            {"label": "persona", "value": "A helpful agent."},
-        ],
-    )
-    yield agent.id
-    client.agents.delete(agent.id)
-
-
-class Session:
-    """One VoiceSession driven with kubectl, as `kubectl apply -f session.yaml` users do."""
-
-    def __init__(self, kubectl: Any, stack_env: dict[str, str], agent_id: str) -> None:
-        self.kubectl = kubectl
-        self.env = stack_env
-        self.ns = stack_env["NAMESPACE"]
-        self.user = f"u{uuid.uuid4().hex[:6]}"
-        self.name = f"plan-{self.user}"
-        self.agent_id = agent_id
-
-    def apply(self, connection: int) -> None:
-        self.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=yaml.safe_dump(
-                {
-                    "apiVersion": "voicefleet.dev/v1alpha1",
-                    "kind": "VoiceSession",
-                    "metadata": {"name": self.name, "namespace": self.ns},
-                    "spec": {
-                        "agentId": self.agent_id,
-                        "userIdentity": self.user,
-                        "connection": connection,
-                        "reconnectGraceSeconds": 0,
-                        "joinTimeoutSeconds": 120,
-                    },
-                }
-            ),
-        )
-
-    def get(self) -> dict[str, Any]:
-        return json.loads(
-            self.kubectl("-n", self.ns, "get", "voicesession", self.name, "-o", "json").stdout
-        )
-
-    def wait(self, phase: str, connection: int, timeout: float = 90) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = self.get().get("status") or {}
-            conn = status.get("connection") or {}
-            if status.get("phase") == phase and conn.get("id") == connection:
-                if phase not in ("Idle", "Failed") or conn.get("endedAt"):
-                    return status
-            time.sleep(0.2)
-        raise AssertionError(
-            f"{self.name}: not {phase} for connection {connection} in {timeout} s: {status}"
-        )
-
-    def pods(self) -> list[str]:
-        out = self.kubectl(
-            "-n",
-            self.ns,
-            "get",
-            "pods",
-            "-l",
-            f"voicefleet.dev/session={self.name}",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ).stdout
-        return out.split()
-
-    def delete(self) -> None:
-        self.kubectl(
-            "-n",
-            self.ns,
-            "delete",
-            "voicesession",
-            self.name,
-            "--wait=true",
-            "--timeout=60s",
-            check=False,
-        )
+    agent_id = create_letta_agent(stack_env)
+    yield agent_id
+    delete_letta_agent(stack_env, agent_id)
 
 
 @pytest.fixture
@@ -137,54 +60,45 @@ def session(kubectl: Any, stack_env: dict[str, str], letta_agent: str) -> Any:
     assert s.pods() == [], "the session's pods outlived its deletion"
 
 
-async def _rooms(stack_env: dict[str, str]) -> list[str]:
-    lk = api.LiveKitAPI(
-        stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"], stack_env["LIVEKIT_API_SECRET"]
-    )
-    try:
-        return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
-    finally:
-        await lk.aclose()
-
-
-async def _talk(
-    stack_env: dict[str, str], s: Session, room: str, text: str, expect: str, within: float = 60
-) -> tuple[str, float, int]:
-    """Join `room` as the user, say `text`, wait for an answer containing `expect`, leave."""
-    human = Human(stack_env, room, s.user)
-    await human.join()
-    try:
-        # The agent greets once it listens; words sent before that have no one to hear them.
-        await human.wait_for(lambda t: True, within=within)
-        t0 = time.monotonic()
-        since = len(human.transcripts)
-        await human.say_text(text)
-        answer = await human.wait_for(lambda t: expect in t, within=within, since=since)
-        agents = len(human.agents_in_room())
-        return answer, time.monotonic() - t0, agents
-    finally:
-        await human.leave()
-
-
 def _connect_and_talk(
     s: Session, connection: int, text: str, expect: str
 ) -> tuple[str, str, str, int]:
     s.apply(connection)  # creates the session, or asks it for a fresh connection
     status = s.wait("Ready", connection)
     room, pod = status["connection"]["room"], status["connection"]["pod"]
-    answer, _, agents = asyncio.run(_talk(s.env, s, room, text, expect))
-    return room, pod, answer, agents
+    visit = asyncio.run(talk(s.env, room, s.user, text, expect))
+    return room, pod, visit.answer, visit.agents
 
 
-def _worker_log_errors(stack_dir: Path, pods: list[str]) -> list[str]:
-    errors = []
-    for pod in pods:
-        path = stack_dir / "logs" / "pods" / f"voicefleet_{pod}.log"
-        if path.exists():
-            errors += [
-                f"{pod}: {line}" for line in path.read_text().splitlines() if " ERROR " in line
-            ]
-    return errors
+def _cycles(session: Session, stack_dir: Path, cycles: int) -> list[tuple[int, float, float]]:
+    """T3's loop: connect, talk, leave, `cycles` times; every cycle answers with one agent
+    on a fresh worker pod. Rows of (cycle, connect→Ready s, message→answer s)."""
+    rows = []
+    pods = []
+    for cycle in range(1, cycles + 1):
+        t0 = time.monotonic()
+        session.apply(cycle)
+        status = session.wait("Ready", cycle)
+        ready_s = time.monotonic() - t0
+        pods.append(status["connection"]["pod"])
+        visit = asyncio.run(
+            talk(
+                session.env,
+                status["connection"]["room"],
+                session.user,
+                f"cycle {cycle}",
+                f"You said: cycle {cycle}",
+            )
+        )
+        assert visit.agents == 1, f"cycle {cycle}: {visit.agents} agents in the room"
+        session.wait("Idle", cycle)
+        rows.append((cycle, ready_s, visit.answer_seconds))
+    assert len(set(pods)) == cycles, "every cycle must get a fresh worker pod"
+    print("\ncycle  connect->Ready s  message->answer s")
+    for cycle, ready_s, answer_s in rows:
+        print(f"{cycle:5d}  {ready_s:16.2f}  {answer_s:17.2f}")
+    assert worker_log_errors(stack_dir, pods) == []
+    return rows
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -196,56 +110,48 @@ def test_t1_basic_reconnect_gets_a_fresh_room_and_worker(
     room1, pod1, _, _ = _connect_and_talk(session, 1, "hello one", "You said: hello one")
     session.wait("Idle", 1)  # the user left: room and worker are torn down, awaited
     assert session.pods() == []
-    assert room1 not in asyncio.run(_rooms(stack_env))
+    assert room1 not in asyncio.run(list_rooms(stack_env))
     time.sleep(3)  # T1: disconnect, wait 3 s, reconnect
     room2, pod2, _, _ = _connect_and_talk(session, 2, "hello two", "You said: hello two")
     assert room2 != room1 and pod2 != pod1
-    assert _worker_log_errors(stack_dir, [pod1, pod2]) == []
+    assert worker_log_errors(stack_dir, [pod1, pod2]) == []
 
 
 def test_t2_supersede_before_the_agent_joins_gets_exactly_one_agent(session: Session) -> None:
     session.apply(1)
     session.apply(2)  # at once: connection 1 never gets its agent
     status = session.wait("Ready", 2)
-    _, _, agents = asyncio.run(
-        _talk(
+    visit = asyncio.run(
+        talk(
             session.env,
-            session,
             status["connection"]["room"],
+            session.user,
             "are you alone",
             "You said: are you alone",
         )
     )
-    assert agents == 1
+    assert visit.agents == 1
     assert session.pods() == [status["connection"]["pod"]]
 
 
 def test_t3_five_cycles_each_answer(session: Session, stack_dir: Path) -> None:
-    rows = []
-    pods = []
-    for cycle in range(1, 6):
-        t0 = time.monotonic()
-        session.apply(cycle)
-        status = session.wait("Ready", cycle)
-        ready_s = time.monotonic() - t0
-        pods.append(status["connection"]["pod"])
-        _, answer_s, agents = asyncio.run(
-            _talk(
-                session.env,
-                session,
-                status["connection"]["room"],
-                f"cycle {cycle}",
-                f"You said: cycle {cycle}",
-            )
+    _cycles(session, stack_dir, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SOAK_CYCLES * 60)  # ~15 s a cycle on two busy cores; the default is 600 s
+def test_t3_soak_fifty_cycles_each_answer_and_latency_does_not_grow(
+    session: Session, stack_dir: Path
+) -> None:
+    rows = _cycles(session, stack_dir, SOAK_CYCLES)
+    # Generous on purpose (a shared, noisy machine): a leak or a backlog that slows every
+    # cycle down shows as a multiple, noise does not. The figures themselves: `make bench`.
+    for column, what in ((1, "connect→Ready"), (2, "message→answer")):
+        first = statistics.median(r[column] for r in rows[:10])
+        last = statistics.median(r[column] for r in rows[-10:])
+        assert last <= 2 * first + 1.0, (
+            f"{what} grew: median {first:.2f} s over cycles 1-10, {last:.2f} s over the last 10"
         )
-        assert agents == 1
-        session.wait("Idle", cycle)
-        rows.append((cycle, ready_s, answer_s))
-    assert len(set(pods)) == 5, "every cycle must get a fresh worker pod"
-    print("\ncycle  connect->Ready s  message->answer s")
-    for cycle, ready_s, answer_s in rows:
-        print(f"{cycle:5d}  {ready_s:16.2f}  {answer_s:17.2f}")
-    assert _worker_log_errors(stack_dir, pods) == []
 
 
 def test_t4_disconnect_right_after_a_memory_write_and_reconnect_at_once(
@@ -255,11 +161,11 @@ def test_t4_disconnect_right_after_a_memory_write_and_reconnect_at_once(
     _, pod1, _, _ = _connect_and_talk(session, 1, f"remember {fact}", "OK, I will remember")
     session.apply(2)  # reconnect at once: the previous worker flushes before the next one loads
     status = session.wait("Ready", 2)
-    answer, _, _ = asyncio.run(
-        _talk(session.env, session, status["connection"]["room"], "what do you remember", fact)
+    visit = asyncio.run(
+        talk(session.env, status["connection"]["room"], session.user, "what do you remember", fact)
     )
-    assert fact in answer
-    assert _worker_log_errors(stack_dir, [pod1, status["connection"]["pod"]]) == []
+    assert fact in visit.answer
+    assert worker_log_errors(stack_dir, [pod1, status["connection"]["pod"]]) == []
 
 
 def test_memory_from_connection_1_is_recalled_in_connection_3(session: Session) -> None:
@@ -270,19 +176,6 @@ def test_memory_from_connection_1_is_recalled_in_connection_3(session: Session) 
     session.wait("Idle", 2)
     _, _, answer, _ = _connect_and_talk(session, 3, "what do you remember", fact)
     assert fact in answer
-
-
-def _worker_pid(pod: str) -> int:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"VOICEFLEET_AGENT_NAME={pod}".encode() in environ:
-            return int(proc.name)
-    raise AssertionError(f"no worker process for pod {pod}")
 
 
 def test_a_crashed_worker_is_replaced_and_the_conversation_continues(session: Session) -> None:
@@ -299,7 +192,7 @@ def test_a_crashed_worker_is_replaced_and_the_conversation_continues(session: Se
             since = len(human.transcripts)
             await human.say_text(f"remember {fact}")
             await human.wait_for(lambda t: "OK, I will remember" in t, within=60, since=since)
-            os.kill(_worker_pid(pod), signal.SIGKILL)  # a crash: no flush, no goodbye
+            os.kill(worker_pid(pod), signal.SIGKILL)  # a crash: no flush, no goodbye
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 s = session.get().get("status") or {}

@@ -1,0 +1,282 @@
+"""Connections through the whole system, as plain helpers shared by the reconnect test plan
+(tests/integration/test_reconnect_plan.py) and the connect/reconnect benchmark
+(tests/bench/bench_connect.py).
+
+- `create_letta_agent` / `delete_letta_agent`: a Letta agent of one test or benchmark, made
+  like the stack's demo agent `Agent_66` (same model and embedding handles);
+- `Session`: one VoiceSession driven with kubectl (`apply` creates it or raises
+  `spec.connection`), its status polled until a phase;
+- `talk`: join a room as the user (a real LiveKit participant), wait for the greeting, say
+  one thing on `lk.chat`, wait for the answer on `lk.transcription`, leave; with the
+  instants of each step, for the benchmark;
+- `wait_agent_in_room`: poll LiveKit until a participant of kind AGENT is in a room, the one
+  observation both the voicefleet and the baseline side of the benchmark share;
+- `worker_pid`: the host process of a worker pod (the hostlet stopgap runs pods as host
+  processes, with the pod's environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from livekit import api
+
+sys.path.insert(0, str(Path(__file__).parent / "worker"))
+from worker_harness import Human
+
+DEMO_AGENT = "Agent_66"
+AGENT_POLL_SECONDS = 0.05
+
+
+# -- Letta ----------------------------------------------------------------------------------
+def create_letta_agent(stack_env: dict[str, str], prefix: str = "plan") -> str:
+    """A fresh Letta agent with empty `human` memory, on the demo agent's model."""
+    from letta_client import Letta
+
+    client = Letta(base_url=stack_env["LETTA_BASE_URL"], api_key="unused-local")
+    demo = next(a for a in client.agents.list() if a.name == DEMO_AGENT)
+    agent = client.agents.create(
+        name=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        model=demo.llm_config.handle or f"openai-proxy/{demo.llm_config.model}",
+        embedding=demo.embedding_config.handle or "openai/text-embedding-3-small",
+        memory_blocks=[
+            {"label": "human", "value": ""},
+            {"label": "persona", "value": "A helpful agent."},
+        ],
+    )
+    return str(agent.id)
+
+
+def delete_letta_agent(stack_env: dict[str, str], agent_id: str) -> None:
+    from letta_client import Letta
+
+    Letta(base_url=stack_env["LETTA_BASE_URL"], api_key="unused-local").agents.delete(agent_id)
+
+
+# -- the VoiceSession -----------------------------------------------------------------------
+Kubectl = Callable[..., Any]  # kubectl(*args, stdin=None, check=True) -> CompletedProcess
+
+
+class Session:
+    """One VoiceSession driven with kubectl, as `kubectl apply -f session.yaml` users do."""
+
+    def __init__(
+        self, kubectl: Kubectl, stack_env: dict[str, str], agent_id: str, prefix: str = "plan"
+    ) -> None:
+        self.kubectl = kubectl
+        self.env = stack_env
+        self.ns = stack_env["NAMESPACE"]
+        self.user = f"u{uuid.uuid4().hex[:6]}"
+        self.name = f"{prefix}-{self.user}"
+        self.agent_id = agent_id
+
+    def apply(self, connection: int) -> None:
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(
+                {
+                    "apiVersion": "voicefleet.dev/v1alpha1",
+                    "kind": "VoiceSession",
+                    "metadata": {"name": self.name, "namespace": self.ns},
+                    "spec": {
+                        "agentId": self.agent_id,
+                        "userIdentity": self.user,
+                        "connection": connection,
+                        "reconnectGraceSeconds": 0,
+                        "joinTimeoutSeconds": 120,
+                    },
+                }
+            ),
+        )
+
+    def get(self) -> dict[str, Any]:
+        return dict(
+            json.loads(
+                self.kubectl("-n", self.ns, "get", "voicesession", self.name, "-o", "json").stdout
+            )
+        )
+
+    def wait(self, phase: str, connection: int, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.get().get("status") or {}
+            conn = status.get("connection") or {}
+            if status.get("phase") == phase and conn.get("id") == connection:
+                if phase not in ("Idle", "Failed") or conn.get("endedAt"):
+                    return status
+            time.sleep(0.2)
+        raise AssertionError(
+            f"{self.name}: not {phase} for connection {connection} in {timeout} s: {status}"
+        )
+
+    def wait_room(self, connection: int, timeout: float = 90) -> tuple[str, str]:
+        """(room, pod) of `connection` as soon as the operator has named both."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.get().get("status") or {}
+            conn = status.get("connection") or {}
+            if conn.get("id") == connection and conn.get("room") and conn.get("pod"):
+                return str(conn["room"]), str(conn["pod"])
+            if status.get("phase") == "Failed" and conn.get("id") == connection:
+                break
+            time.sleep(0.1)
+        raise AssertionError(
+            f"{self.name}: no room and pod for connection {connection} in {timeout} s: {status}"
+        )
+
+    def pods(self) -> list[str]:
+        out = self.kubectl(
+            "-n",
+            self.ns,
+            "get",
+            "pods",
+            "-l",
+            f"voicefleet.dev/session={self.name}",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ).stdout
+        return list(out.split())
+
+    def delete(self) -> None:
+        self.kubectl(
+            "-n",
+            self.ns,
+            "delete",
+            "voicesession",
+            self.name,
+            "--wait=true",
+            "--timeout=60s",
+            check=False,
+        )
+
+
+# -- LiveKit --------------------------------------------------------------------------------
+def livekit_client(stack_env: dict[str, str]) -> api.LiveKitAPI:
+    return api.LiveKitAPI(
+        stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"], stack_env["LIVEKIT_API_SECRET"]
+    )
+
+
+async def wait_agent_in_room(lk: api.LiveKitAPI, room: str, within: float = 90) -> float:
+    """Poll LiveKit until a participant of kind AGENT is in `room`; the instant it was seen."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        except api.TwirpError:
+            listed = None  # the room is not there yet
+        if listed is not None and any(
+            p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants
+        ):
+            return time.monotonic()
+        await asyncio.sleep(AGENT_POLL_SECONDS)
+    raise AssertionError(f"no agent in room {room} within {within} s")
+
+
+async def wait_agents_left(lk: api.LiveKitAPI, room: str, within: float = 60) -> None:
+    """Until no AGENT participant is left in `room` (or the room is gone)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        except api.TwirpError:
+            return
+        if not any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants):
+            return
+        await asyncio.sleep(AGENT_POLL_SECONDS * 4)
+    raise AssertionError(f"an agent still in room {room} after {within} s")
+
+
+async def list_rooms(stack_env: dict[str, str]) -> list[str]:
+    lk = livekit_client(stack_env)
+    try:
+        return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
+    finally:
+        await lk.aclose()
+
+
+@dataclass
+class Talk:
+    """One visit of the user to a room; instants are time.monotonic() seconds."""
+
+    answer: str
+    agents: int
+    joined: float
+    greeted: float
+    sent: float
+    answered: float
+    left: float
+
+    @property
+    def answer_seconds(self) -> float:
+        return self.answered - self.sent
+
+
+async def talk(
+    stack_env: dict[str, str],
+    room: str,
+    user: str,
+    text: str,
+    expect: str,
+    within: float = 60,
+    on_answer: Callable[[], object] | None = None,
+) -> Talk:
+    """Join `room` as `user`, say `text`, wait for an answer containing `expect`, leave.
+
+    `on_answer` runs after the answer and before leaving (the benchmark reads RSS there)."""
+    human = Human(stack_env, room, user)
+    await human.join()
+    joined = time.monotonic()
+    try:
+        # The agent greets once it listens; words sent before that have no one to hear them.
+        await human.wait_for(lambda t: True, within=within)
+        greeted = sent = time.monotonic()
+        since = len(human.transcripts)
+        await human.say_text(text)
+        answer = await human.wait_for(lambda t: expect in t, within=within, since=since)
+        answered = time.monotonic()
+        agents = len(human.agents_in_room())
+        if on_answer is not None:
+            on_answer()
+    finally:
+        await human.leave()
+    return Talk(answer, agents, joined, greeted, sent, answered, time.monotonic())
+
+
+# -- worker processes on the host node ------------------------------------------------------
+def worker_pid(pod: str) -> int:
+    """The host process the hostlet runs for worker pod `pod`."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"VOICEFLEET_AGENT_NAME={pod}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no worker process for pod {pod}")
+
+
+def worker_log_errors(stack_dir: Path, pods: list[str]) -> list[str]:
+    errors = []
+    for pod in pods:
+        path = stack_dir / "logs" / "pods" / f"voicefleet_{pod}.log"
+        if path.exists():
+            errors += [
+                f"{pod}: {line}" for line in path.read_text().splitlines() if " ERROR " in line
+            ]
+    return errors
