@@ -9,6 +9,10 @@ model), observed the same way:
   stopgap) as a real `python -m voicefleet_worker` process. A connection is requested by
   creating the session or raising `spec.connection`. Every connection is cold (a new
   process): the stack's operator runs with its warm pool off (VOICEFLEET_WARM_POOL_SIZE=0).
+- voicefleet, warm (a second phase, BENCH_WARM_CYCLES, default 20): the same through an
+  operator of this checkout with a warm pool of 2; each connection claims a ready worker.
+  The long-lived baseline serves its own connections in the same minutes (its figures of
+  that phase are `warm_phase_*`, the ratio's denominator).
 - baseline: ONE long-lived worker process (tests/bench/baseline_worker.py: the same
   plugins, job code and Letta brain, LiveKit Agents' THREAD executor, agent name
   `baseline-longlived`) started here; a connection is requested by creating a fresh room
@@ -73,9 +77,12 @@ from reconnect_harness import (
     create_letta_agent,
     delete_letta_agent,
     livekit_client,
+    remove_pool,
     talk,
     wait_agent_in_room,
     wait_agents_left,
+    wait_pool,
+    warm_pool_operator,
     worker_pid,
 )
 from worker_harness import dispatch
@@ -89,10 +96,8 @@ GOALS = {
     "reconnect_p50_ms": "<= 1500",
     "worker_rss_growth_mb": "<= 5",
 }
-WARM_REASON = (
-    "not measured: this benchmark runs the stack's operator, whose warm pool is off "
-    "(VOICEFLEET_WARM_POOL_SIZE=0, the default); every voicefleet connection here is cold"
-)
+WARM_SIZE = 2
+WARM_REASON = "not measured: BENCH_WARM_CYCLES=0"
 
 
 @dataclass
@@ -196,13 +201,26 @@ class Voicefleet(Side):
         await asyncio.to_thread(self.session.delete)
 
 
+class VoicefleetWarm(Voicefleet):
+    """The same journey through an operator with a warm pool: each connection claims a
+    ready worker (registered, models loaded) instead of starting one."""
+
+    name = "voicefleet-warm"
+
+
 class Baseline(Side):
     name = "baseline"
 
     def __init__(
-        self, env: dict[str, str], lk: api.LiveKitAPI, agent_id: str, process: BaselineProcess
+        self,
+        env: dict[str, str],
+        lk: api.LiveKitAPI,
+        agent_id: str,
+        process: BaselineProcess,
+        name: str = "baseline",
     ) -> None:
         super().__init__(env, lk, agent_id)
+        self.name = name  # "baseline-warm-phase": the baseline of the warm phase
         self.process = process
         self.session = f"bench-baseline-{self.user}"
         self.rooms: list[str] = []
@@ -355,6 +373,11 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
         return {"attempted": len(mine), "answered": sum(c.ok for c in mine)}
 
     vf_connect = latency_figures(of("voicefleet", "connect", "request_to_agent"))
+    # The warm phase: every connection of the warm side claims a pool worker (connect and
+    # reconnect alike); its baseline is the long-lived worker in the same minutes.
+    warm = latency_figures(of("voicefleet-warm", None, "request_to_agent"))
+    warm_base = latency_figures(of("baseline-warm-phase", None, "request_to_agent"))
+    warm_reconnect = latency_figures(of("voicefleet-warm", "reconnect", "leave_to_answer"))
     base_connect = latency_figures(of("baseline", "connect", "request_to_agent"))
     vf_reconnect = latency_figures(of("voicefleet", "reconnect", "leave_to_answer"))
     base_reconnect = latency_figures(of("baseline", "reconnect", "leave_to_answer"))
@@ -369,12 +392,16 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
             "cold_p50_ms": vf_connect["p50_ms"],
             "cold_p99_ms": vf_connect["p99_ms"],
             "cold_n": vf_connect["n"],
-            "warm_p50_ms": None,
-            "warm_reason": WARM_REASON,
+            "warm_p50_ms": warm["p50_ms"],
+            "warm_p99_ms": warm["p99_ms"],
+            "warm_n": warm["n"],
+            "warm_reason": None if warm["n"] else WARM_REASON,
+            "warm_pool_size": WARM_SIZE,
+            "warm_phase_baseline_longlived_p50_ms": warm_base["p50_ms"],
             "baseline_longlived_p50_ms": base_connect["p50_ms"],
             "baseline_longlived_p99_ms": base_connect["p99_ms"],
             "baseline_longlived_n": base_connect["n"],
-            "warm_ratio_to_baseline": None,
+            "warm_ratio_to_baseline": ratio(warm["p50_ms"], warm_base["p50_ms"]),
             "cold_ratio_to_baseline": ratio(vf_connect["p50_ms"], base_connect["p50_ms"]),
             "first_answer_p50_ms": latency_figures(
                 of("voicefleet", "connect", "request_to_answer")
@@ -401,6 +428,8 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
             "p50_ms": vf_reconnect["p50_ms"],
             "p99_ms": vf_reconnect["p99_ms"],
             "n": vf_reconnect["n"],
+            "warm_p50_ms": warm_reconnect["p50_ms"],
+            "warm_n": warm_reconnect["n"],
             "baseline_longlived_p50_ms": base_reconnect["p50_ms"],
             "baseline_longlived_p99_ms": base_reconnect["p99_ms"],
             "baseline_longlived_n": base_reconnect["n"],
@@ -444,6 +473,8 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
         "connect_cycles": {
             "voicefleet": counts("voicefleet"),
             "baseline": counts("baseline"),
+            "voicefleet-warm": counts("voicefleet-warm"),
+            "baseline-warm-phase": counts("baseline-warm-phase"),
             "samples": [asdict(c) | {"left_at": None} for c in results],
         },
     }
@@ -476,7 +507,13 @@ def tables(results: dict[str, Any]) -> str:
             fmt(c["baseline_longlived_p99_ms"]),
             "",
         ),
-        ("connect, warm pool p50 (ms)", "null (pool off: not measured)", "", ""),
+        (
+            f"connect, warm pool of {c['warm_pool_size']} p50 / p99 (ms)",
+            f"{fmt(c['warm_p50_ms'])} / {fmt(c['warm_p99_ms'])} (n={c['warm_n']})",
+            f"{fmt(c['warm_phase_baseline_longlived_p50_ms'])} (same phase)",
+            "warm <= 1000",
+        ),
+        ("warm / baseline (p50)", fmt(c["warm_ratio_to_baseline"], 2), "1.00", "<= 3"),
         ("cold / baseline (p50)", fmt(c["cold_ratio_to_baseline"], 2), "1.00", ""),
         (
             "connect → first answer p50 (ms)",
@@ -554,6 +591,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     samples = results["connect_cycles"]["samples"]
     sides = (
         ("voicefleet", "voicefleet, cold (new process)", "tab:blue"),
+        ("voicefleet-warm", f"voicefleet, warm pool of {WARM_SIZE}", "tab:green"),
         ("baseline", "baseline, one long-lived worker", "tab:orange"),
     )
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
@@ -572,7 +610,6 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
                 ys = [0.0] + [(i + 1) / len(values) for i in range(len(values))]
                 ax.step([values[0], *values], ys, where="post", color=color, lw=1.5,
                         label=f"{label} (n={len(values)})")  # fmt: skip
-        ax.plot([], [], " ", label="voicefleet, warm pool: not measured (off)")
         ax.set_title(title)
         ax.set_xlabel("ms (log scale)")
         ax.set_ylabel("fraction of connections")
@@ -607,7 +644,46 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
 
 
 # -- the entry point of run.py -----------------------------------------------------------------
-async def measure(env: dict[str, str], work: Path, cycles: int, max_failures: int) -> Any:
+async def warm_phase(
+    env: dict[str, str],
+    work: Path,
+    lk: api.LiveKitAPI,
+    baseline: BaselineProcess,
+    cycles: int,
+    max_failures: int,
+    sides: list[Side],
+) -> list[Cycle]:
+    """The warm pool side: an operator of this checkout with a pool of WARM_SIZE (the stack's
+    operator pauses meanwhile), against the same long-lived baseline in the same minutes."""
+    logs = stack_dir_of(env) / "logs"
+    proc, kube = warm_pool_operator(env, work, logs / "operator-bench-warm.log", WARM_SIZE)
+    agent = await asyncio.to_thread(create_letta_agent, env, "bench-warm")
+    base_agent = await asyncio.to_thread(create_letta_agent, env, "bench-base-warm")
+    warm_sides: list[Side] = []
+    try:
+        await asyncio.to_thread(proc.start)
+        pool = await asyncio.to_thread(wait_pool, kube, WARM_SIZE)
+        log(f"warm phase: pool ready ({', '.join(sorted(pool))}); {cycles} cycles per side")
+        warm_sides = [
+            VoicefleetWarm(env, lk, agent),
+            Baseline(env, lk, base_agent, baseline, name="baseline-warm-phase"),
+        ]
+        sides.extend(warm_sides)  # closed with the others
+        return await run_cycles(warm_sides, cycles, max_failures)
+    finally:
+        for side in warm_sides:
+            with contextlib.suppress(Exception):
+                await side.close()
+        await asyncio.to_thread(proc.stop)
+        await asyncio.to_thread(remove_pool, kube)
+        for a in (agent, base_agent):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(delete_letta_agent, env, a)
+
+
+async def measure(
+    env: dict[str, str], work: Path, cycles: int, max_failures: int, warm_cycles: int = 0
+) -> Any:
     logs = stack_dir_of(env) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     vf_agent = await asyncio.to_thread(create_letta_agent, env, "bench-vf")
@@ -622,6 +698,8 @@ async def measure(env: dict[str, str], work: Path, cycles: int, max_failures: in
         sides = [Voicefleet(env, lk, vf_agent), Baseline(env, lk, base_agent, baseline)]
         log(f"{cycles} cycles per side: (connect, reconnect) pairs, the sides taking turns")
         results = await run_cycles(sides, cycles, max_failures)
+        if warm_cycles:
+            results += await warm_phase(env, work, lk, baseline, warm_cycles, max_failures, sides)
         return figures(results, cycles, start_s)
     finally:
         for side in sides:
@@ -638,7 +716,9 @@ def run(env: dict[str, str], work: Path) -> dict[str, Any]:
     cycles = int(os.environ.get("BENCH_CYCLES", "100"))
     cycles += cycles % 2  # whole (connect, reconnect) pairs
     max_failures = int(os.environ.get("BENCH_MAX_FAILURES", "3"))
-    return dict(asyncio.run(measure(env, work, cycles, max_failures)))
+    warm_cycles = int(os.environ.get("BENCH_WARM_CYCLES", "20"))
+    warm_cycles += warm_cycles % 2
+    return dict(asyncio.run(measure(env, work, cycles, max_failures, warm_cycles)))
 
 
 if __name__ == "__main__":

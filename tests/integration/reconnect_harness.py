@@ -31,6 +31,8 @@ import yaml
 from livekit import api
 
 sys.path.insert(0, str(Path(__file__).parent / "worker"))
+sys.path.insert(0, str(Path(__file__).parent / "operator"))
+from opit import Kube, OperatorProcess, operator_kubeconfig
 from worker_harness import Human
 
 DEMO_AGENT = "Agent_66"
@@ -161,6 +163,57 @@ class Session:
             "--timeout=60s",
             check=False,
         )
+
+
+# -- the warm pool ----------------------------------------------------------------------------
+POOL_SELECTOR = "voicefleet.dev/pool=warm"
+
+
+def warm_pool_operator(
+    stack_env: dict[str, str], folder: Path, log: Path, size: int
+) -> tuple[OperatorProcess, Kube]:
+    """This checkout's operator with a warm pool of `size` (not started), its workers real
+    processes on the host-process node like the stack's; kopf peering priority 100, so the
+    stack's own operator pauses while it runs."""
+    kube = Kube(stack_env)
+    proc = OperatorProcess(stack_env, operator_kubeconfig(kube, stack_env, folder / "kc"), log)
+    proc.env.pop("VOICEFLEET_WORKER_TOLERATIONS", None)
+    proc.env["VOICEFLEET_WORKER_NODE_SELECTOR"] = json.dumps(
+        {"voicefleet.dev/node-kind": "host-process"}
+    )
+    proc.env["VOICEFLEET_WORKER_COMMAND"] = "python -m voicefleet_worker"
+    proc.env["VOICEFLEET_WARM_POOL_SIZE"] = str(size)
+    return proc, kube
+
+
+def ready_pool_pods(kube: Kube) -> set[str]:
+    out = kube.run("-n", kube.namespace, "get", "pods", "-l", POOL_SELECTOR, "-o", "json").stdout
+    ready = set()
+    for pod in json.loads(out)["items"]:
+        conds = (pod.get("status") or {}).get("conditions") or []
+        deleting = pod["metadata"].get("deletionTimestamp")
+        if not deleting and any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+            ready.add(pod["metadata"]["name"])
+    return ready
+
+
+def wait_pool(kube: Kube, size: int, within: float = 120.0) -> set[str]:
+    """Until `size` pool workers are ready (registered, models loaded); their names."""
+    deadline = time.monotonic() + within
+    pods: set[str] = set()
+    while time.monotonic() < deadline:
+        pods = ready_pool_pods(kube)
+        if len(pods) >= size:
+            return pods
+        time.sleep(0.25)
+    raise AssertionError(f"{size} warm workers not ready in {within} s (ready: {sorted(pods)})")
+
+
+def remove_pool(kube: Kube) -> None:
+    kube.run(
+        "-n", kube.namespace, "delete", "pods", "-l", POOL_SELECTOR, "--wait=true",
+        "--timeout=60s", check=False,
+    )  # fmt: skip
 
 
 # -- LiveKit --------------------------------------------------------------------------------
