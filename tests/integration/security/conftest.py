@@ -28,7 +28,6 @@ sys.path.insert(0, str(HERE.parents[1] / "unit" / "security"))  # secprops: stra
 from secharness import SecOperator  # noqa: E402
 from webharness import (  # noqa: E402
     Gateway,
-    GatewayFailed,
     Gateways,
     Letta,
     create_isolated_namespace,
@@ -82,22 +81,13 @@ def sec_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Gateway]]:
     """sec_gateway(user=..., **env) -> a gateway process (one per set of arguments)."""
-    gateways = Gateways(
+    yield from Gateways(
         stack_env,
         sec_gateway_kubeconfig,
         sec_letta.url,
         lambda: tmp_path_factory.mktemp("sec-gateway-run"),
         "it-sec",
-    )
-
-    def start(user: str | None = None, **overrides: str) -> Gateway:
-        try:
-            return gateways.start(user, **overrides)
-        except GatewayFailed as exc:
-            pytest.fail(str(exc))
-
-    yield start
-    gateways.stop_all()
+    ).serve()
 
 
 @pytest.fixture(scope="session")

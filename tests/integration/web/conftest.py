@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from webharness import (
     Gateway,
-    GatewayFailed,
     Gateways,
     Letta,
     StandInOperator,
@@ -48,22 +47,13 @@ def start_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Gateway]]:
     """start_gateway(user="it-alice", **env) -> a running gateway (one per set of arguments)."""
-    gateways = Gateways(
+    yield from Gateways(
         stack_env,
         gateway_kubeconfig,
         letta.url,
         lambda: tmp_path_factory.mktemp("gateway-run"),
         "it-alice",
-    )
-
-    def start(user: str | None = None, **overrides: str) -> Gateway:
-        try:
-            return gateways.start(user, **overrides)
-        except GatewayFailed as exc:
-            pytest.fail(str(exc))
-
-    yield start
-    gateways.stop_all()
+    ).serve()
 
 
 @pytest.fixture(scope="session")

@@ -228,6 +228,19 @@ class Gateways:
         for gateway in self._running.values():
             gateway.stop()
 
+    def serve(self) -> Iterator[Callable[..., Gateway]]:
+        """A session fixture's body: yields start(user=None, **env), stops them all after."""
+        import pytest
+
+        def start(user: str | None = None, **overrides: str) -> Gateway:
+            try:
+                return self.start(user, **overrides)
+            except GatewayFailed as exc:
+                pytest.fail(str(exc))
+
+        yield start
+        self.stop_all()
+
 
 def start_gateway_process(
     stack_env: dict[str, str],
