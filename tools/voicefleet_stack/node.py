@@ -17,7 +17,9 @@ join the Kubernetes chain after the hostlet:
   (worker pods with that toleration and node selector) land there.
 
 Networking: a Linux bridge of this stack (`vf<hash>`, 10.244.X.0/24 chosen free) made
-before kubelet starts, with the CNI `bridge` + `host-local` plugins (Debian) attaching
+before any part starts (`prepare_network`: LiveKit binds there too, and the Letta relay
+`letta_relay_part` listens there, so worker pods reach both), with the CNI `bridge` +
+`host-local` plugins (Debian) attaching
 each pod to it; no default route, no masquerading and no DNS, so pods reach this
 machine's bridge address and their own subnet, nothing beyond it. The kubelet serves its API on the bridge address (the node IP: Kubernetes
 refuses a loopback node IP, and the API server reaches kubelets by node IP for logs and
@@ -36,6 +38,7 @@ See docs/real-node.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -45,6 +48,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +63,10 @@ NODE_NAME = "node-0"
 NODE_KIND_LABEL = "voicefleet.dev/node-kind"
 NODE_KIND = "container"
 NODE_TAINT = {"key": NODE_KIND_LABEL, "value": NODE_KIND, "effect": "NoSchedule"}
+# What a worker pod carries to land on node-0 (the operator's VOICEFLEET_WORKER_* settings).
+WORKER_NODE_SELECTOR = {NODE_KIND_LABEL: NODE_KIND}
+WORKER_TOLERATIONS = [{**NODE_TAINT, "operator": "Equal"}]
+WORKER_IMAGE = "worker"  # the name tools/images/build-images.sh gives the worker image
 POD_CIDR_POOL = ipaddress.IPv4Network("10.244.0.0/16")  # clear of the service range 10.96/16
 CGROUP_FS = Path("/sys/fs/cgroup")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -235,6 +243,18 @@ def _make_bridge(layout: NodeLayout) -> None:
     if layout.gateway not in have:
         _run("ip", "addr", "add", f"{layout.gateway}/{prefix}", "dev", layout.bridge)
     _run("ip", "link", "set", layout.bridge, "up")
+
+
+def prepare_network(stack_dir: Path) -> NodeLayout:
+    """The node's layout and bridge, made before any part starts.
+
+    LiveKit binds its signalling and media ports on the bridge address and the Letta relay
+    listens there, so the address must exist before they start, not only before the kubelet.
+    """
+    layout = NodeLayout.load(stack_dir) or NodeLayout.for_stack(stack_dir)
+    layout.save()
+    _make_bridge(layout)
+    return layout
 
 
 def _hierarchies() -> list[Path]:
@@ -458,6 +478,11 @@ def kubelet_config(
         "shutdownGracePeriod": "0s",
         # No DNS in pods: the host's resolver is off the pod network, and nothing needs names.
         "resolvConf": "",
+        # Pods of the default dnsPolicy (ClusterFirst, e.g. worker pods) get the pod's own
+        # loopback as their resolver, like the others, instead of a MissingClusterDNS
+        # warning Event each.
+        "clusterDNS": ["127.0.0.1"],
+        "clusterDomain": "cluster.local",
         "containerLogMaxSize": "10Mi",
     }
 
@@ -659,3 +684,83 @@ def _umount(point: str) -> None:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise OSError(err, os.strerror(err), point)
+
+
+# -- reaching host services from pods -----------------------------------------------------
+def letta_relay_part(ctx: StackContext, layout: NodeLayout) -> Part:
+    """Worker pods reach Letta at `<bridge IP>:<letta port>`: a TCP relay to 127.0.0.1.
+
+    `letta server` (uvicorn) listens on one address only, and host-side clients (tests,
+    gateway, operator) keep using 127.0.0.1; so this relay, on the bridge address only,
+    forwards each connection to Letta's loopback port. Same port number, other address.
+    """
+    port = ctx.ports["letta"]
+    url = f"http://{layout.gateway}:{port}"
+
+    def healthy() -> bool:
+        return _http_ok(f"{url}/v1/health/")
+
+    return Part(
+        name="letta-relay",
+        argv=[
+            sys.executable,
+            "-m",
+            "voicefleet_stack.node",
+            "relay",
+            f"{layout.gateway}:{port}",
+            f"127.0.0.1:{port}",
+        ],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"},
+        cwd=ctx.data("letta-relay"),
+        health=healthy,
+        timeout=30,
+        description=f"{url} → Letta on 127.0.0.1 (for worker pods on {NODE_NAME})",
+    )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()  # half-close: the other direction may still be streaming
+    except (ConnectionError, OSError):
+        pass
+
+
+async def _relay(listen: tuple[str, int], target: tuple[str, int]) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*target)
+        except OSError:
+            writer.close()
+            return
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+
+    server = await asyncio.start_server(handle, *listen)
+    async with server:
+        await server.serve_forever()
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m voicefleet_stack.node relay LISTEN_IP:PORT TARGET_IP:PORT`."""
+    if len(argv) != 3 or argv[0] != "relay":
+        print("usage: python -m voicefleet_stack.node relay LISTEN_IP:PORT TARGET_IP:PORT")
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_relay(_address(argv[1]), _address(argv[2])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -13,6 +13,7 @@ import os
 import secrets
 import shlex
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -273,6 +274,27 @@ def load_context(directory: Path) -> StackContext:
     )
 
 
+WORKER_IMAGE_KEY = "VOICEFLEET_WORKER_IMAGE"  # in state.json's values: the image of this `up`
+
+
+def _bridge(layout: node.NodeLayout | None) -> tuple[str, str] | None:
+    return (layout.bridge, layout.gateway) if layout is not None else None
+
+
+def _container_workers(
+    ctx: StackContext, layout: node.NodeLayout | None
+) -> components.ContainerWorkers | None:
+    """Worker pods in containers on node-0, when the node runs and its image was imported."""
+    image = ctx.values.get(WORKER_IMAGE_KEY)
+    if layout is None or not image:
+        return None
+    return components.ContainerWorkers(
+        image=image,
+        livekit_url=f"ws://{layout.gateway}:{ctx.ports['livekit']}",
+        letta_base_url=f"http://{layout.gateway}:{ctx.ports['letta']}",
+    )
+
+
 def restart(name: str) -> int:
     """Stop one running part and start it again on the same ports with the same data."""
     directory = stack_dir()
@@ -282,6 +304,7 @@ def restart(name: str) -> int:
     ctx = load_context(directory)
     cp = kube.ControlPlane(ctx)
     python = _project_python()
+    layout = node.NodeLayout.load(directory)
     parts: dict[str, Part] = {
         p.name: p
         for p in (
@@ -292,13 +315,13 @@ def restart(name: str) -> int:
             cp.kwok(),
             webhook_part(ctx),
             cp.hostlet(python),
-            livekit.livekit_part(ctx),
-            components.operator_part(ctx, cp, python),
+            livekit.livekit_part(ctx, _bridge(layout)),
+            components.operator_part(ctx, cp, python, _container_workers(ctx, layout)),
             components.gateway_part(ctx, cp, python),
         )
     }
-    if node.NodeLayout.load(directory) is not None:
-        for part in node.parts(ctx, cp):
+    if layout is not None:
+        for part in (*node.parts(ctx, cp), node.letta_relay_part(ctx, layout)):
             parts[part.name] = part
     from . import letta
 
@@ -403,6 +426,26 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
             return 2
     else:
         say("--without-letta: no model, PostgreSQL or Letta server in this stack")
+    layout: node.NodeLayout | None = None
+    containers: components.ContainerWorkers | None = None
+    if with_node:
+        # The bridge address exists before LiveKit (and later the Letta relay) bind to it.
+        try:
+            layout = node.prepare_network(directory)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            say(f"FAILED: the real node's bridge: {exc}")
+            _cleanup_node(directory)
+            return 1
+        image = node.image_ref(node.images_dir(voicefleet_home()), node.WORKER_IMAGE)
+        if image is None:
+            say(
+                f"no worker image: worker pods stay on host-0 (host processes); "
+                f"tools/images/build-images.sh worker builds it for {node.NODE_NAME}"
+            )
+        elif with_letta:
+            ctx.values[WORKER_IMAGE_KEY] = image
+            save_state(ctx)
+            containers = _container_workers(ctx, layout)
     chains = [
         [
             cp.etcd(),
@@ -415,7 +458,7 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
             cp.hostlet(_project_python()),
             *(node.parts(ctx, cp) if with_node else []),
         ],
-        [livekit.livekit_part(ctx)],
+        [livekit.livekit_part(ctx, _bridge(layout))],
         letta_steps,
     ]
     threads = [threading.Thread(target=chain, args=(c,), daemon=True) for c in chains]
@@ -427,7 +470,8 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
         # voicefleet's own processes need the cluster, LiveKit and Letta.
         chain(
             [
-                components.operator_part(ctx, cp, _project_python()),
+                *([node.letta_relay_part(ctx, layout)] if layout is not None else []),
+                components.operator_part(ctx, cp, _project_python(), containers),
                 components.gateway_part(ctx, cp, _project_python()),
             ]
         )
@@ -441,7 +485,7 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
         return 1
     path = write_env(ctx, cp)
     say(f"all parts healthy in {time.monotonic() - t0:.1f} s")
-    _print_summary(ctx, path, with_letta, with_node)
+    _print_summary(ctx, path, with_letta, with_node, containers)
     if detach:
         return 0
     say("running in the foreground; Ctrl-C stops everything")
@@ -460,7 +504,13 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
     return return_code
 
 
-def _print_summary(ctx: StackContext, path: Path, with_letta: bool, with_node: bool) -> None:
+def _print_summary(
+    ctx: StackContext,
+    path: Path,
+    with_letta: bool,
+    with_node: bool,
+    containers: components.ContainerWorkers | None = None,
+) -> None:
     if with_letta:
         operator_line = (
             f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
@@ -479,6 +529,12 @@ def _print_summary(ctx: StackContext, path: Path, with_letta: bool, with_node: b
         if with_node
         else "off (voicefleet up --real-node or VOICEFLEET_REAL_NODE=1 to start it)"
     )
+    workers_line = (
+        f"node {node.NODE_NAME} runs them in containers (image {containers.image}; they reach "
+        f"LiveKit at {containers.livekit_url}, Letta at {containers.letta_base_url})"
+        if containers
+        else "node host-0 runs them as host processes (STOPGAP until the real kubelet, issue 8)"
+    )
     letta_line = (
         f"http://127.0.0.1:{ctx.ports['letta']}   (demo agent Agent_66, scripted model)"
         if with_letta
@@ -492,7 +548,7 @@ voicefleet local stack is up
   LiveKit      ws://127.0.0.1:{ctx.ports["livekit"]}
   Letta        {letta_line}
   logs         {ctx.log_dir}
-  worker pods  node host-0 runs them as host processes (STOPGAP until the real kubelet, issue 8)
+  worker pods  {workers_line}
   real node    {node_line}
   operator     {operator_line}
   gateway      {gateway_line}
