@@ -39,6 +39,7 @@ class Reason:
     POD_DELETED = "PodDeleted"
     WAITING_FOR_PREVIOUS_WORKER = "WaitingForPreviousWorker"
     WORKER_RESTARTING = "WorkerRestarting"
+    LETTA_UNAVAILABLE = "LettaUnavailable"  # the worker says it cannot reach Letta
     IMAGE_PULL_FAILED = "ImagePullFailed"
     UNSCHEDULABLE = "Unschedulable"
     WORKER_FAILED = "WorkerFailed"

@@ -24,6 +24,7 @@ from . import naming as n
 from .api import GROUP, PLURAL, VERSION, parse_status
 from .clients.kube import KubeClient, KubernetesUnavailable, pod_view
 from .clients.livekit import LiveKitClient, LiveKitUnavailable
+from .clients.worker_probe import WorkerReadiness
 from .config import Settings
 from .manifests import build_worker_secret
 from .metrics import Metrics, serve_metrics
@@ -107,7 +108,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     kube.observe = metrics.api_observer("kubernetes")
     livekit.observe = metrics.api_observer("livekit")
     memo.runtime = Runtime(
-        settings=cfg, kube=kube, livekit=livekit, metrics=metrics, record_event=_event_sink
+        settings=cfg,
+        kube=kube,
+        livekit=livekit,
+        metrics=metrics,
+        record_event=_event_sink,
+        readiness=WorkerReadiness(cfg.worker.health_port),
     )
     memo.wakers = {}
     memo.current = {}
@@ -206,6 +212,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime | None = getattr(memo, "runtime", None)
     if rt is not None:
         await rt.livekit.aclose()
+        if rt.readiness is not None:
+            await rt.readiness.aclose()
         await rt.kube.close()
 
 

@@ -49,6 +49,11 @@ class PodView:
     waiting_reason: str | None = None
     waiting_message: str = ""
     unschedulable: str | None = None  # the scheduler's message when PodScheduled is False
+    # How the container last ended, e.g. "OOMKilled, exit code 137" (lastState or state
+    # terminated): said in the restart and failure messages, so an OOM kill is named.
+    last_exit: str | None = None
+    address: str | None = None  # status.podIP of a running pod
+    not_ready_because: tuple[str, ...] = ()  # the worker's own /readyz reasons, when asked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -543,10 +548,11 @@ def _worker(
         conn = conn.model_copy(update=dict(pod=keep.name))
     # Restarts of this pod's container count against the budget, on top of lost pods.
     restarts = max(conn.restarts, keep.restarts + conn.pods_lost)
+    ended = f" (last exit: {keep.last_exit})" if keep.last_exit else ""
     if restarts != conn.restarts:
         b.event(
             Reason.WORKER_RESTARTING,
-            f"worker {keep.name} restarted ({restarts} so far)",
+            f"worker {keep.name} restarted ({restarts} so far){ended}",
             warning=True,
         )
         conn = conn.model_copy(update=dict(restarts=restarts))
@@ -555,12 +561,13 @@ def _worker(
             conn,
             (
                 Reason.WORKER_FAILED,
-                f"worker {keep.name} restarted {restarts} times (maxRestarts {spec.max_restarts})",
+                f"worker {keep.name} restarted {restarts} times "
+                f"(maxRestarts {spec.max_restarts}){ended}",
             ),
             None,
         )
     if keep.phase == "Failed":
-        return conn, (Reason.WORKER_FAILED, f"worker pod {keep.name} failed"), None
+        return conn, (Reason.WORKER_FAILED, f"worker pod {keep.name} failed{ended}"), None
     if keep.phase == "Succeeded":
         return conn, (Reason.WORKER_FAILED, f"worker {keep.name} exited before the user left"), None
     if keep.waiting_reason in FATAL_WAITING_REASONS:
@@ -590,6 +597,10 @@ def _worker(
         # Pending → Running step would cost a status write and say nothing new.
         why = f" ({keep.waiting_reason})" if keep.waiting_reason else ""
         msg = f"worker {keep.name} is starting{why}"
+        if keep.not_ready_because:  # the worker's own words (its /readyz)
+            msg = f"worker {keep.name} is not ready: {'; '.join(keep.not_ready_because)}"
+            if any("Letta" in r and "unreachable" in r for r in keep.not_ready_because):
+                reason = Reason.LETTA_UNAVAILABLE
         b.cond(Type.WORKER_READY, "False", reason, msg)
         return conn, (reason, msg), None
     if conn.pod_ready_at is None:

@@ -22,6 +22,7 @@ from typing import Any
 from . import naming as n
 from .clients.kube import KubeClient, pod_view
 from .config import Settings
+from .expect import ExpectedUntilSeen
 from .manifests import build_warm_pod
 
 log = logging.getLogger("voicefleet.pool")
@@ -45,7 +46,7 @@ class WarmPool:
         self._clock = clock
         self._pods: dict[str, PoolPod] = {}
         self._claiming: set[str] = set()
-        self._starting: dict[str, float] = {}  # created here, not seen yet
+        self._starting: ExpectedUntilSeen[None] = ExpectedUntilSeen(SEEN_TTL, clock)
         self._workers: set[str] = set()  # live worker pods (warm or bound), not deleting
         self.changed = asyncio.Event()
 
@@ -54,7 +55,7 @@ class WarmPool:
         """Any worker pod event (warm or bound)."""
         meta = pod.get("metadata") or {}
         name = str(meta.get("name", ""))
-        self._starting.pop(name, None)
+        self._starting.seen((name,))
         view = pod_view(pod)
         gone = deleted or view.deleting or view.phase in ("Succeeded", "Failed")
         if gone:
@@ -85,11 +86,7 @@ class WarmPool:
     # -- used by the reconcile ---------------------------------------------------------------
     def candidates(self) -> list[PoolPod]:
         """Ready pool pods nobody here is claiming, oldest first (the next to be recycled)."""
-        ready = [
-            p
-            for p in self._pods.values()
-            if p.ready and not p.deleting and not p.ended and p.name not in self._claiming
-        ]
+        ready = [p for p in self._free() if p.ready]
         return sorted(ready, key=lambda p: p.created)
 
     def claiming(self, name: str) -> None:
@@ -100,21 +97,13 @@ class WarmPool:
         self._claiming.discard(name)
 
     def live_workers(self) -> int:
-        return len(self._workers | set(self._starting))
+        return len(self._workers | self._starting.names())
 
     # -- used by the keeper -------------------------------------------------------------------
     def size(self) -> int:
         """Pool pods that are or will be available (not deleting, not ended, not claimed)."""
-        now = self._clock()
-        for name, at in list(self._starting.items()):
-            if now - at > SEEN_TTL:
-                del self._starting[name]
-        live = {
-            p.name
-            for p in self._pods.values()
-            if not p.deleting and not p.ended and p.name not in self._claiming
-        }
-        return len(live | set(self._starting))
+        self._starting.expire()
+        return len({p.name for p in self._free()} | self._starting.names())
 
     def to_recycle(self, max_age: float) -> list[PoolPod]:
         now = self._clock()
@@ -127,19 +116,26 @@ class WarmPool:
         ]
 
     def created(self, name: str) -> None:
-        self._starting[name] = self._clock()
+        self._starting.add(name, None)
 
     def surplus(self, size: int) -> list[PoolPod]:
         """Seen pool pods beyond `size` (the pool was made smaller), oldest first."""
         extra = self.size() - size
         if extra <= 0:
             return []
-        free = [
+        return sorted(self._free(), key=lambda p: p.created)[:extra]
+
+    def now(self) -> float:
+        """The pool's clock (unix seconds, like `PoolPod.created`)."""
+        return self._clock()
+
+    def _free(self) -> list[PoolPod]:
+        """Seen pool pods not deleting, not ended and not being claimed here (ready or not)."""
+        return [
             p
             for p in self._pods.values()
             if not p.deleting and not p.ended and p.name not in self._claiming
         ]
-        return sorted(free, key=lambda p: p.created)[:extra]
 
 
 async def maintain_pool(
@@ -163,12 +159,13 @@ async def maintain_pool(
         return 0
     if may_act is not None and not await may_act():
         return 0
+    now = pool.now()
     for pod in stale:
         # Guarded by its resourceVersion: a pod claimed meanwhile is not deleted.
         if await rt_kube.delete_pod_if_unchanged(
             settings.namespace, pod.name, pod.resource_version
         ):
-            log.info("warm pool: removed %s (%s)", pod.name, _why(pod, settings))
+            log.info("warm pool: removed %s (%s)", pod.name, _why(pod, settings, now))
     created = 0
     for _ in range(max(0, missing)):
         name = n.pod_name("".join(secrets.choice(n.SUFFIX_ALPHABET) for _ in range(5)))
@@ -182,9 +179,10 @@ async def maintain_pool(
     return created
 
 
-def _why(pod: PoolPod, settings: Settings) -> str:
+def _why(pod: PoolPod, settings: Settings, now: float) -> str:
+    """Why `maintain_pool` removes a pool pod, for the log (`now` on the pool's clock)."""
     if pod.ended:
         return "its worker exited"
-    if time.time() - pod.created >= settings.warm_pool_max_age_seconds:
+    if now - pod.created >= settings.warm_pool_max_age_seconds:
         return f"older than {settings.warm_pool_max_age_seconds:.0f} s"
     return f"beyond the pool size {settings.warm_pool_size}"

@@ -36,7 +36,9 @@ from .api import (
 )
 from .clients.kube import KubeClient, KubernetesUnavailable
 from .clients.livekit import LiveKitClient, LiveKitUnavailable
+from .clients.worker_probe import WorkerReadiness
 from .config import Settings
+from .expect import ExpectedUntilSeen
 from .manifests import (
     SessionRef,
     build_dispatch_metadata,
@@ -122,26 +124,26 @@ class Expectations:
 
     def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl, self._clock = ttl, clock
-        self._pods: dict[str, dict[str, tuple[PodView, float]]] = {}
+        self._pods: dict[str, ExpectedUntilSeen[PodView]] = {}
         self._rooms: dict[str, str] = {}
 
     def created_pod(self, key: str, pod: PodView) -> None:
-        self._pods.setdefault(key, {})[pod.name] = (pod, self._clock())
+        expected = self._pods.get(key)
+        if expected is None:
+            expected = self._pods[key] = ExpectedUntilSeen(self._ttl, self._clock)
+        expected.add(pod.name, pod)
 
     def pods(self, key: str, seen: tuple[PodView, ...]) -> tuple[PodView, ...]:
         """`seen` plus the pods created here that the index does not show yet."""
         expected = self._pods.get(key)
         if not expected:
             return seen
-        names = {p.name for p in seen}
-        horizon = self._clock() - self._ttl
-        for name, (_, at) in list(expected.items()):
-            if name in names or at < horizon:
-                del expected[name]
+        expected.seen(p.name for p in seen)
+        expected.expire()
         if not expected:
             del self._pods[key]
             return seen
-        return tuple(sorted((*seen, *(p for p, _ in expected.values())), key=lambda p: p.name))
+        return tuple(sorted((*seen, *expected.items()), key=lambda p: p.name))
 
     def created_room(self, key: str, room: str) -> None:
         self._rooms[key] = room
@@ -172,6 +174,7 @@ class Runtime:
     unwritten: set[str] = dataclasses.field(default_factory=set)  # statuses kept for the next pass
     expect: Expectations = dataclasses.field(default_factory=Expectations)
     pool: WarmPool = dataclasses.field(default_factory=WarmPool)
+    readiness: WorkerReadiness | None = None  # asks a not-ready worker why (None: never)
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 
@@ -206,6 +209,22 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 # -- observe --------------------------------------------------------------------------------
+async def _with_worker_reasons(
+    readiness: WorkerReadiness, pods: tuple[PodView, ...]
+) -> tuple[PodView, ...]:
+    """Started workers that are not ready, with their own reasons (their /readyz)."""
+    out = []
+    for pod in pods:
+        if pod.phase == "Running" and not pod.ready and not pod.deleting:
+            why = await readiness.reasons(pod.name, pod.address)
+            if why:
+                pod = dataclasses.replace(pod, not_ready_because=why)
+        elif pod.ready or pod.deleting:
+            readiness.forget(pod.name)
+        out.append(pod)
+    return tuple(out)
+
+
 async def observe(
     rt: Runtime,
     ref: SessionRef,
@@ -223,6 +242,8 @@ async def observe(
     else:
         pods = await rt.kube.list_session_pods(ref.namespace, ref.name)
     pods = rt.expect.pods(key, pods)
+    if rt.readiness is not None:
+        pods = await _with_worker_reasons(rt.readiness, pods)
     conn = status.connection
     room: RoomView | None = None
     error: str | None = None

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from typing import Any, TypeVar, cast
 
 from kubernetes.aio import config as kube_config
@@ -20,11 +19,11 @@ from kubernetes.aio.client.exceptions import ApiException
 from .. import naming as n
 from ..api import GROUP, PLURAL, VERSION
 from ..plan import PodView
+from .calls import CallObserver, timed_slot
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = 10.0
 DEFAULT_MAX_INFLIGHT = 48
-CallObserver = Callable[[str, float, bool], None]  # (call, seconds, succeeded)
 T = TypeVar("T")
 
 
@@ -63,11 +62,16 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     restarts = 0
     waiting_reason: str | None = None
     waiting_message = ""
+    last_exit: str | None = None
     for cs in status.get("containerStatuses") or []:
         restarts = max(restarts, int(cs.get("restartCount") or 0))
-        waiting = (cs.get("state") or {}).get("waiting")
+        state = cs.get("state") or {}
+        waiting = state.get("waiting")
         if waiting and waiting.get("reason"):
             waiting_reason, waiting_message = waiting["reason"], waiting.get("message") or ""
+        ended = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if ended:
+            last_exit = _exit_text(ended)
     return PodView(
         name=str(meta.get("name", "")),
         connection=connection,
@@ -78,7 +82,16 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         waiting_reason=waiting_reason,
         waiting_message=waiting_message[:512],
         unschedulable=unschedulable,
+        last_exit=last_exit,
+        address=status.get("podIP") if status.get("phase") == "Running" else None,
     )
+
+
+def _exit_text(terminated: Mapping[str, Any]) -> str:
+    """ "OOMKilled, exit code 137": the kubelet's reason and code of a container's end."""
+    reason = str(terminated.get("reason") or "terminated")[:64]
+    code = terminated.get("exitCode")
+    return f"{reason}, exit code {code}" if code is not None else reason
 
 
 class KubeClient:
@@ -119,25 +132,17 @@ class KubeClient:
         answer, 5xx and 429 are KubernetesUnavailable (retry later). Other refusals (403,
         422) are KubernetesUnavailable too, or raised as they are with `refusals_raise`.
         """
-        async with self._slots:
-            started = time.monotonic()
-            ok = False
+        async with timed_slot(self._slots, call, self.observe):
             try:
-                result = await request
-                ok = True
-                return result
+                return await request
             except ApiException as exc:
                 if exc.status in absent:
-                    ok = True
-                    return None
+                    return None  # an answer, so the call counts as ok
                 if refusals_raise and not _retryable(exc):
                     raise
                 raise _unavailable(exc, what) from exc
             except (OSError, TimeoutError) as exc:
                 raise _unavailable(exc, what) from exc
-            finally:
-                if self.observe is not None:
-                    self.observe(call, time.monotonic() - started, ok)
 
     async def close(self) -> None:
         await self._api.close()  # type: ignore[no-untyped-call]

@@ -7,7 +7,6 @@ so on a condition and retry; "not found" answers are results, not errors.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -17,7 +16,7 @@ from livekit.protocol.models import ParticipantInfo
 
 from ..manifests import RoomRequest
 from ..plan import DispatchView, ParticipantView, RoomView
-from .kube import CallObserver
+from .calls import CallObserver, timed_slot
 
 REQUEST_TIMEOUT = 5.0
 DEFAULT_MAX_INFLIGHT = 48
@@ -52,16 +51,8 @@ class LiveKitClient:
         await self._api.aclose()
 
     async def _call(self, call: str, what: str, coro: Awaitable[T]) -> T:
-        async with self._slots:
-            started = time.monotonic()
-            ok = False
-            try:
-                result = await self._bounded(what, coro)
-                ok = True
-                return result
-            finally:
-                if self.observe is not None:
-                    self.observe(call, time.monotonic() - started, ok)
+        async with timed_slot(self._slots, call, self.observe):
+            return await self._bounded(what, coro)
 
     async def _bounded(self, what: str, coro: Awaitable[T]) -> T:
         try:

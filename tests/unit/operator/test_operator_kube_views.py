@@ -87,3 +87,24 @@ def test_a_listed_client_model_reads_the_same_as_a_watch_event() -> None:
 def test_a_pod_without_status_is_pending() -> None:
     view = pod_view({"metadata": {"name": "p", "labels": {}}})
     assert (view.phase, view.connection, view.ready) == ("Pending", None, False)
+
+
+def test_how_the_container_last_ended_is_kept_oom_kill_included() -> None:
+    restarted = pod(
+        phase="Running",
+        containerStatuses=[
+            {
+                "name": "worker",
+                "restartCount": 1,
+                "state": {"running": {}},
+                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+            }
+        ],
+    )
+    assert pod_view(restarted).last_exit == "OOMKilled, exit code 137"
+    failed = pod(
+        phase="Failed",
+        containerStatuses=[{"name": "worker", "state": {"terminated": {"reason": "Error"}}}],
+    )
+    assert pod_view(failed).last_exit == "Error"
+    assert pod_view(pod(phase="Running")).last_exit is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from opfixtures import at
@@ -367,6 +368,35 @@ def test_crashes_past_max_restarts_fail_the_connection() -> None:
     assert p.status.connection and p.status.connection.end_reason is EndReason.WORKER_FAILED
     p = step(spec, p.status, 6, room=RoomView(exists=False))
     assert p.status.phase is Phase.FAILED and ready(p)[1] == Reason.WORKER_FAILED
+
+
+def test_an_out_of_memory_kill_is_named_in_the_restart_event_and_the_failure() -> None:
+    spec = spec_(max_restarts=1)
+    oom = "OOMKilled, exit code 137"
+    p = step(
+        spec, running(spec), 5, room=room(), pods=(pod(ready=False, restarts=1, last_exit=oom),)
+    )
+    said = [a.message for a in p.actions if isinstance(a, RecordEvent)]
+    assert any("restarted (1 so far)" in m and oom in m for m in said), said
+    p = step(spec, p.status, 6, room=room(), pods=(pod(ready=False, restarts=2, last_exit=oom),))
+    conn = p.status.connection
+    assert conn and conn.end_reason is EndReason.WORKER_FAILED
+    assert oom in (conn.failure_message or "")
+
+
+def test_a_worker_that_cannot_reach_letta_says_so_on_the_session() -> None:
+    spec = spec_()
+    p = step(spec_(), VoiceSessionStatus())
+    p = step(spec, p.status, 1, room=room(), pods=(pod(ready=False),))
+    assert ready(p)[1] == Reason.POD_NOT_READY
+    waiting = dataclasses.replace(
+        pod(ready=False), phase="Running", not_ready_because=("Letta unreachable",)
+    )
+    p = step(spec, p.status, 2, room=room(), pods=(waiting,))
+    c = p.status.condition(Type.WORKER_READY)
+    assert c is not None and c.reason == Reason.LETTA_UNAVAILABLE
+    assert "Letta unreachable" in c.message
+    assert ready(p)[1] == Reason.LETTA_UNAVAILABLE
 
 
 def test_a_vanished_worker_pod_is_replaced_and_counted() -> None:

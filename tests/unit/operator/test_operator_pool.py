@@ -4,15 +4,17 @@ fallback) and the cap on live workers (CapacityExceeded), against fakes."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
+import pytest
 from opfakes import FakeKube
 from test_operator_reconcile import body, runtime
 
 from voicefleet_operator import naming as n
 from voicefleet_operator.config import Settings
 from voicefleet_operator.manifests import build_warm_pod
-from voicefleet_operator.pool import WarmPool, maintain_pool
+from voicefleet_operator.pool import SEEN_TTL, WarmPool, maintain_pool
 from voicefleet_operator.reconcile import reconcile_session
 
 NOW = 1_800_000_000.0
@@ -145,3 +147,51 @@ async def test_a_smaller_pool_removes_its_surplus_and_a_standby_touches_nothing(
     assert kube.deleting == set()
     await maintain_pool(kube, cfg, pool)  # type: ignore[arg-type]
     assert kube.deleting == {"voicefleet-worker-left1", "voicefleet-worker-left2"}
+
+
+async def test_the_removal_reason_is_judged_on_the_pools_clock(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube, pool = FakeKube(), WarmPool(clock=lambda: NOW)
+    cfg = warm_settings(settings, warm_pool_size=0, warm_pool_max_age_seconds=600.0)
+    for name, age in (("voicefleet-worker-aged1", 900), ("voicefleet-worker-young", 10)):
+        kube.pods[name] = build_warm_pod(cfg.namespace, name, cfg)
+        seen(pool, kube, name, age=age)
+    with caplog.at_level(logging.INFO, logger="voicefleet.pool"):
+        await maintain_pool(kube, cfg, pool)  # type: ignore[arg-type]
+    said = sorted(r.getMessage() for r in caplog.records if "removed" in r.getMessage())
+    assert said == [
+        "warm pool: removed voicefleet-worker-aged1 (older than 600 s)",
+        "warm pool: removed voicefleet-worker-young (beyond the pool size 0)",
+    ]
+
+
+def test_a_pod_started_here_counts_until_the_watch_shows_it_or_its_ttl_passes(
+    settings: Settings,
+) -> None:
+    now = [NOW]
+    pool = WarmPool(clock=lambda: now[0])
+    pool.created("voicefleet-worker-new11")
+    pool.created("voicefleet-worker-new22")
+    assert pool.size() == 2 and pool.live_workers() == 2
+    shown = build_warm_pod("voicefleet", "voicefleet-worker-new11", settings)
+    pool.seen({**shown, "status": {"phase": "Pending"}})  # seen, not ready: still in the pool
+    assert pool.size() == 2 and pool.candidates() == []
+    now[0] += SEEN_TTL + 1  # new22 never showed up: the watch is believed again
+    assert pool.size() == 1 and pool.live_workers() == 1
+
+
+def test_a_pod_being_claimed_is_neither_offered_counted_nor_surplus(settings: Settings) -> None:
+    kube, pool = FakeKube(), WarmPool(clock=lambda: NOW)
+    for i, name in enumerate(("voicefleet-worker-free1", "voicefleet-worker-took1")):
+        kube.pods[name] = build_warm_pod("voicefleet", name, settings)
+        seen(pool, kube, name, age=100 - i)
+    pool.claiming("voicefleet-worker-took1")
+    assert [p.name for p in pool.candidates()] == ["voicefleet-worker-free1"]
+    assert pool.size() == 1
+    assert [p.name for p in pool.surplus(0)] == ["voicefleet-worker-free1"]
+    pool.released("voicefleet-worker-took1")
+    assert [p.name for p in pool.candidates()] == [
+        "voicefleet-worker-free1",
+        "voicefleet-worker-took1",
+    ]
