@@ -81,7 +81,8 @@ class Session:
         self.name = f"{prefix}-{self.user}"
         self.agent_id = agent_id
 
-    def apply(self, connection: int) -> None:
+    def apply(self, connection: int, **spec: Any) -> None:
+        """Apply the session at `connection`; `spec` adds or overrides spec fields."""
         self.kubectl(
             "apply",
             "-f",
@@ -97,6 +98,7 @@ class Session:
                         "connection": connection,
                         "reconnectGraceSeconds": 0,
                         "joinTimeoutSeconds": 120,
+                        **spec,
                     },
                 }
             ),

@@ -89,7 +89,7 @@ build_worker() {
   # python:3.11-slim-bookworm base (so Debian's python3.11), the worker extra of
   # pyproject.toml in /opt/venv, worker/voicefleet_worker in /opt/app, espeak-ng, user
   # 10001, and the last stage's ENV/USER/WORKDIR/EXPOSE/STOPSIGNAL/ENTRYPOINT read from
-  # the Dockerfile itself (dockerfile_config.py). ~1 GB; not in the default set yet.
+  # the Dockerfile itself (dockerfile_config.py). ~1 GB; in the default set (root only).
   local repo; repo="$(cd "$here/../.." && pwd)"
   command -v mmdebstrap >/dev/null || { log "no mmdebstrap: run tools/install-system.sh"; exit 2; }
   local py="${PYTHON:-python3}"
@@ -148,6 +148,10 @@ if [ "${#targets[@]}" -eq 0 ]; then
   targets=(pause)
   # The test box is only for the node's tests: without busybox-static, say so and go on.
   if [ -x /bin/busybox ]; then targets+=(testbox); else log "skipping testbox: no /bin/busybox (tools/install-system.sh)"; fi
+  # The worker image: what the real node (on by default) runs worker pods from. ~1 GB,
+  # 70-155 s cold, ~1 s when its key (sources, Dockerfile, worker extra) is unchanged.
+  if command -v mmdebstrap >/dev/null && [ "$(id -u)" = 0 ]; then targets+=(worker)
+  else log "skipping the worker image: needs root and mmdebstrap (tools/install-system.sh); worker pods will run as host processes"; fi
 fi
 for t in "${targets[@]}"; do
   case "$t" in

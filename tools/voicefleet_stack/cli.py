@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         "--real-node",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also start node-0, a real kubelet + containerd + runc node (default: "
-        "VOICEFLEET_REAL_NODE=1 turns it on); fails with the reason where the machine cannot",
+        help="node-0, a real kubelet + containerd + runc node that runs worker pods in "
+        "containers. Default: on where the machine can run it (root, cgroups, overlayfs), "
+        "else workers run as host processes and `up` says why; --real-node insists (fails "
+        "with the reasons), --no-real-node turns it off. Env: VOICEFLEET_REAL_NODE=1|0",
     )
     sub.add_parser("down", help="stop every process the stack started")
     sub.add_parser("status", help="list the stack's processes and whether they run")

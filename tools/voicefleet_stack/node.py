@@ -1,7 +1,9 @@
 """The real node: kubelet + containerd + runc running pods in containers (issue 8).
 
-Opt-in for now (`voicefleet up --real-node` or `VOICEFLEET_REAL_NODE=1`): two more parts
-join the Kubernetes chain after the hostlet:
+On by default where the machine allows it (`decide`: root, cgroups, overlayfs, the
+binaries and images); `voicefleet up --no-real-node` or `VOICEFLEET_REAL_NODE=0` turns it
+off, `--real-node` / `VOICEFLEET_REAL_NODE=1` insists on it (fails with the reasons where it
+cannot run). Two more parts join the Kubernetes chain after the hostlet:
 
 - `containerd` (v2, built by tools/build-bins.sh) with its root, state, socket, CNI config,
   runc state and pod network namespaces all under `<stack>/node/`, CRI on, runc from
@@ -96,11 +98,29 @@ def _versions() -> dict[str, str]:
 PAUSE_IMAGE = f"registry.k8s.io/pause:{_versions().get('PAUSE_VERSION', '3.10.2')}"
 
 
-def requested(flag: bool | None = None) -> bool:
-    """Whether this `up` should start the real node (flag wins over the environment)."""
+def requested(flag: bool | None = None) -> bool | None:
+    """What was asked for: True (insist), False (off) or None (default: where it can run).
+
+    The flag (`--real-node` / `--no-real-node`) wins over VOICEFLEET_REAL_NODE.
+    """
     if flag is not None:
         return flag
-    return os.environ.get(ENV_FLAG, "").strip().lower() in ("1", "true", "yes", "on")
+    value = os.environ.get(ENV_FLAG, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def decide(home: Path, bin_dir: Path, flag: bool | None = None) -> tuple[bool, list[str]]:
+    """(start the node?, why it cannot run here). Asked for explicitly and impossible:
+    (True, reasons), and the caller refuses to start; by default: (False, reasons)."""
+    wanted = requested(flag)
+    if wanted is False:
+        return False, []
+    problems = preflight(home, bin_dir)
+    return (bool(wanted) or not problems), problems
 
 
 def cni_bin_dir() -> Path | None:

@@ -388,14 +388,20 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
     if missing:
         say(f"missing binaries {missing}; run tools/build-bins.sh (make deps does)")
         return 2
-    with_node = node.requested(real_node)
-    if with_node:
-        problems = node.preflight(voicefleet_home(), voicefleet_home() / "bin" / "current")
-        if problems:
-            say("the real node (--real-node / VOICEFLEET_REAL_NODE=1) cannot run here:")
-            for problem in problems:
-                say(f"  - {problem}")
-            return 2
+    with_node, problems = node.decide(
+        voicefleet_home(), voicefleet_home() / "bin" / "current", real_node
+    )
+    if with_node and problems:
+        say("the real node (--real-node / VOICEFLEET_REAL_NODE=1) cannot run here:")
+        for problem in problems:
+            say(f"  - {problem}")
+        return 2
+    if problems:
+        # The default, never silent: say why worker pods run as host processes instead.
+        say(
+            f"no real node: {'; '.join(problems)}. Worker pods run as host processes on "
+            "host-0 (the stopgap); --no-real-node or VOICEFLEET_REAL_NODE=0 silences this"
+        )
     t0 = time.monotonic()
     ctx = new_context(directory)
     sup = Supervisor(ctx)
@@ -527,7 +533,7 @@ def _print_summary(
     node_line = (
         f"{node.NODE_NAME}: kubelet + containerd + runc (taint {node.NODE_KIND_LABEL}={node.NODE_KIND})"
         if with_node
-        else "off (voicefleet up --real-node or VOICEFLEET_REAL_NODE=1 to start it)"
+        else "off (--no-real-node, VOICEFLEET_REAL_NODE=0, or this machine cannot run it)"
     )
     workers_line = (
         f"node {node.NODE_NAME} runs them in containers (image {containers.image}; they reach "

@@ -18,7 +18,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "worker"))
+from nodekit import NEEDS_NODE
 from reconnect_harness import (
     Session,
-    create_letta_agent,
-    delete_letta_agent,
     talk,
     worker_pid,
 )
@@ -39,26 +37,7 @@ from voicefleet_stack import node
 CYCLES = int(os.environ.get("VOICEFLEET_NODE_CYCLES", "4"))
 
 
-def _stack_folder() -> Path | None:
-    given = os.environ.get("VOICEFLEET_STACK_ENV")
-    return Path(given).parent if given else None
-
-
-def _real_node_enabled() -> bool:
-    folder = _stack_folder()
-    if folder is not None:
-        return (folder / "node" / "node.json").exists()
-    return node.requested()
-
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not _real_node_enabled(),
-        reason="the real node is off: set VOICEFLEET_REAL_NODE=1 (or point VOICEFLEET_STACK_ENV "
-        "at a stack started with `voicefleet up --real-node`)",
-    ),
-]
+pytestmark = [pytest.mark.integration, NEEDS_NODE]
 
 
 class PodTimes:
@@ -104,19 +83,6 @@ class PodTimes:
     def stop(self) -> None:
         self.stopped.set()
         self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def session(kubectl: Any, stack_env: dict[str, str], stack_dir: Path) -> Iterator[Session]:
-    state = json.loads((stack_dir / "state.json").read_text())
-    if not state["values"].get("VOICEFLEET_WORKER_IMAGE"):
-        pytest.skip("the stack has no worker image: its worker pods run on host-0")
-    agent_id = create_letta_agent(stack_env, prefix="node")
-    s = Session(kubectl, stack_env, agent_id, prefix="node")
-    yield s
-    s.delete()
-    delete_letta_agent(stack_env, agent_id)
-    assert s.pods() == [], "the session's pods outlived its deletion"
 
 
 def _proc_status(pid: int) -> dict[str, str]:

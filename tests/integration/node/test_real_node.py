@@ -9,15 +9,14 @@ Each pod test prints how long the pod took from creation to Running (and Ready).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from nodekit import NEEDS_NODE
 
 from voicefleet_stack import node
 from voicefleet_stack.stack import voicefleet_home
@@ -25,21 +24,7 @@ from voicefleet_stack.stack import voicefleet_home
 NAMESPACE = f"node-test-{secrets.token_hex(3)}"  # a deleted one may still be terminating
 
 
-def _real_node_enabled() -> bool:
-    given = os.environ.get("VOICEFLEET_STACK_ENV")
-    if given:
-        return (Path(given).parent / "node" / "node.json").exists()
-    return node.requested()
-
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not _real_node_enabled(),
-        reason="the real node is off: set VOICEFLEET_REAL_NODE=1 (or point VOICEFLEET_STACK_ENV "
-        "at a stack started with `voicefleet up --real-node`)",
-    ),
-]
+pytestmark = [pytest.mark.integration, NEEDS_NODE]
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str) -> float:
