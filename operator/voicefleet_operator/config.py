@@ -62,6 +62,7 @@ class Settings:
     metrics_port: int = 9090  # 0: no metrics endpoint
     health_port: int = 8080  # kopf liveness (/healthz); 0: none
     room_check_seconds: float = 10.0
+    sweep_seconds: float = 60.0  # period of the orphan room sweep
     one_connection_per_agent: bool = True
     peering_name: str = "voicefleet-operator"
     peering_priority: int = 0
@@ -124,6 +125,7 @@ ENV_DOC: dict[str, str] = {
     "VOICEFLEET_METRICS_PORT": "Prometheus /metrics port (9090; 0: none)",
     "VOICEFLEET_HEALTH_PORT": "liveness /healthz port (8080; 0: none)",
     "VOICEFLEET_ROOM_CHECK_SECONDS": "period of the level-based room check (10)",
+    "VOICEFLEET_SWEEP_SECONDS": "period of the orphan room sweep against LiveKit's room list (60)",
     "VOICEFLEET_ONE_CONNECTION_PER_AGENT": "one live connection per Letta agent (true)",
     "VOICEFLEET_PEERING_NAME": "KopfPeering object (voicefleet-operator)",
     "VOICEFLEET_PEERING_PRIORITY": "kopf peering priority; the higher one is active (0)",
@@ -151,6 +153,14 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
+
+
+def _period(env: Mapping[str, str], key: str, default: float) -> float:
+    """A loop's period in seconds: a number of at least 1 (never a hot loop)."""
+    value = _float(env, key, default)
+    if value < 1:
+        raise ConfigError(f"{key} must be at least 1 (seconds), got {value:g}")
+    return value
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
@@ -241,6 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_int(env, "VOICEFLEET_METRICS_PORT", 9090),
         health_port=_int(env, "VOICEFLEET_HEALTH_PORT", 8080),
         room_check_seconds=_float(env, "VOICEFLEET_ROOM_CHECK_SECONDS", 10.0),
+        sweep_seconds=_period(env, "VOICEFLEET_SWEEP_SECONDS", 60.0),
         one_connection_per_agent=_bool(env, "VOICEFLEET_ONE_CONNECTION_PER_AGENT", True),
         peering_name=env.get("VOICEFLEET_PEERING_NAME", "").strip() or "voicefleet-operator",
         peering_priority=_int(env, "VOICEFLEET_PEERING_PRIORITY", 0),

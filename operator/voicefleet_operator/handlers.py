@@ -42,7 +42,6 @@ from .reconcile import (
 from .webhook import make_app, start_webhook_server
 
 log = logging.getLogger("voicefleet.operator")
-SWEEP_SECONDS = 60.0
 SAFETY_RECHECK = 300.0
 COALESCE_SECONDS = 0.05
 
@@ -146,12 +145,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 async def _sweep_forever(memo: kopf.Memo) -> None:
     rt: Runtime = memo.runtime
     while True:
-        await asyncio.sleep(SWEEP_SECONDS)
+        await asyncio.sleep(rt.settings.sweep_seconds)
         try:
             deleted = await sweep_orphan_rooms(rt, dict(memo.current))
             for room in deleted:
                 log.info("deleted orphan room %s", room)
-        except LiveKitUnavailable as exc:
+        except (LiveKitUnavailable, KubernetesUnavailable) as exc:
             log.warning("orphan sweep skipped: %s", exc)
         except Exception:
             log.exception("orphan sweep failed")

@@ -684,13 +684,17 @@ async def sweep_orphan_rooms(
     """Delete rooms of this namespace's sessions that no connection holds any more.
 
     `current` maps session name → (its connection id, its live room or None). A room goes
-    only if it belongs to an *older* connection, or to the same connection under another
-    name (left by an operator that died between creating it and recording it). Rooms of
-    sessions not in `current` are left alone (LiveKit's empty timeout closes them), so a
-    stale view (a paused standby replica) can never delete a live room.
+    if it belongs to an *older* connection, or to the same connection under another name
+    (left by an operator that died between creating it and recording it), or to a session
+    the API server no longer has (deleted while LiveKit was down for longer than the
+    finalizer's budget). That last check asks the API server itself, after listing the
+    rooms (a room is only made for a session that exists), and only for rooms whose session
+    this process does not know, so a stale or empty view (a standby replica, a fresh
+    start) can never delete a live room.
     """
     deleted: list[str] = []
     now = time.time()
+    unknown: list[tuple[str, str]] = []  # (room, session) of sessions not in `current`
     for name, metadata, created in await rt.livekit.list_rooms():
         parsed = n.parse_room_name(name)
         if parsed is None or now - created < min_age_seconds:
@@ -699,11 +703,18 @@ async def sweep_orphan_rooms(
             continue  # another namespace's (operator's) room
         session, connection = parsed
         if session not in current:
+            unknown.append((name, session))
             continue
         current_id, current_room = current[session]
         if connection < current_id or (connection == current_id and name != current_room):
             await rt.livekit.delete_room(name)
             deleted.append(name)
+    if unknown:
+        existing = await rt.kube.list_session_names(rt.settings.namespace)
+        for name, session in unknown:
+            if session not in existing:
+                await rt.livekit.delete_room(name)
+                deleted.append(name)
     return deleted
 
 

@@ -261,6 +261,17 @@ class KubeClient:
         body: Any = await self._send("get_session", f"reading {namespace}/{name}", request)
         return None if body is None else dict(body.get("status") or {})
 
+    async def list_session_names(self, namespace: str) -> set[str]:
+        """The names of the namespace's VoiceSessions as the API server has them now."""
+        request = self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT
+        )
+        body: Any = await self._send(
+            "list_sessions", f"listing VoiceSessions in {namespace}", request
+        )
+        items = (body or {}).get("items") or []
+        return {str((item.get("metadata") or {}).get("name")) for item in items}
+
     async def patch_session_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> bool:

@@ -25,6 +25,7 @@ class FakeKube:
         self.secrets: dict[str, dict[str, Any]] = {}
         self.down = False
         self.claims: list[str] = []
+        self.sessions: set[str] = set()  # VoiceSession names the API server has
 
     def _check(self) -> None:
         if self.down:
@@ -48,6 +49,10 @@ class FakeKube:
                 )
             )
         return tuple(views)
+
+    async def list_session_names(self, namespace: str) -> set[str]:
+        self._check()
+        return set(self.sessions)
 
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
         self._check()

@@ -29,6 +29,13 @@ def test_malformed_numbers_and_json_are_named() -> None:
         load_settings({**ENV, "VOICEFLEET_WORKER_TOLERATIONS": "{"})
 
 
+def test_the_sweep_period_is_a_setting_and_never_a_hot_loop() -> None:
+    assert load_settings(ENV).sweep_seconds == 60.0
+    assert load_settings({**ENV, "VOICEFLEET_SWEEP_SECONDS": "5"}).sweep_seconds == 5.0
+    with pytest.raises(ConfigError, match="VOICEFLEET_SWEEP_SECONDS must be at least 1"):
+        load_settings({**ENV, "VOICEFLEET_SWEEP_SECONDS": "0"})
+
+
 def test_the_api_secret_never_shows_in_the_settings_repr() -> None:
     s = load_settings({**ENV, "LETTA_API_KEY": "letta-secret-key"})
     assert ENV["LIVEKIT_API_SECRET"] not in repr(s)

@@ -274,6 +274,25 @@ async def test_orphan_sweep_deletes_only_rooms_no_connection_can_own(settings: S
     assert "vs-alice-3-fffff" in lk.rooms  # newer than what this (maybe stale) view knows
 
 
+async def test_orphan_sweep_deletes_rooms_of_sessions_the_api_server_no_longer_has(
+    settings: Settings,
+) -> None:
+    rt, kube, lk, _ = runtime(settings)
+    for session in ("gone", "known-elsewhere"):
+        meta = f'{{"session":"voicefleet/{session}","connection":1}}'
+        lk.rooms[f"vs-{session}-1-bbbbb"] = RoomRequest(f"vs-{session}-1-bbbbb", 1, 1, meta)
+    kube.sessions = {"known-elsewhere"}  # exists, though this process has not seen it yet
+    deleted = await sweep_orphan_rooms(rt, {}, min_age_seconds=0)
+    assert deleted == ["vs-gone-1-bbbbb"]
+    assert "vs-known-elsewhere-1-bbbbb" in lk.rooms
+    kube.down = True  # the API server cannot say: nothing is deleted
+    meta = '{"session":"voicefleet/gone","connection":1}'
+    lk.rooms["vs-gone-1-ccccc"] = RoomRequest("vs-gone-1-ccccc", 1, 1, meta)
+    with pytest.raises(KubernetesUnavailable):
+        await sweep_orphan_rooms(rt, {}, min_age_seconds=0)
+    assert "vs-gone-1-ccccc" in lk.rooms
+
+
 def test_agent_claims_close_the_index_lag() -> None:
     claims = AgentClaims()
     assert claims.holder("agent-1", "a", []) is None
