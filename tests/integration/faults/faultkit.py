@@ -108,3 +108,51 @@ async def inventory(kube: Kube, env: dict[str, str], room_prefix: str) -> Invent
 
 async def astatus(kube: Kube, name: str) -> dict[str, Any]:
     return await asyncio.to_thread(status, kube, name)
+
+
+class Partition:
+    """A TCP relay on 127.0.0.1 between one client (the operator) and a server (LiveKit)
+    that the test can cut: while cut, connections are refused and open ones are closed,
+    and nothing sent meanwhile reaches the server later (unlike SIGSTOP, where requests
+    wait in the frozen server's socket queue and run when it resumes). A network
+    partition between the two, with the server itself alive."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._links):
+            writer.close()
+        self._links.clear()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._links.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._links.difference_update((writer, up_writer))

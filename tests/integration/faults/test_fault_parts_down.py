@@ -20,12 +20,13 @@ import secrets
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import astatus, inventory, part_pid, voicefleet
+from faultkit import Partition, astatus, inventory, part_pid, voicefleet
 from opit import Kube, OperatorProcess
 from test_operator_lifecycle import condition, room_exists, session_obj, wait_for
 
@@ -216,3 +217,57 @@ async def test_livekit_down_30s_reports_retries_and_converges(
     assert (after["room"], after["pod"]) == (live_conn["room"], live_conn["pod"])
     assert await room_exists(fault_env, live_conn["room"])
     assert await room_exists(fault_env, new_conn["room"])
+
+
+async def test_livekit_unreachable_past_the_finalizer_budget_the_sweep_deletes_the_room_later(
+    fault_env: dict[str, str],
+    fault_kube: Kube,
+    fault_operator: OperatorProcess,
+) -> None:
+    """A session deleted while the operator cannot reach LiveKit for longer than the
+    finalizer's budget is let go (its deletion never hangs), and its room, left behind on
+    the live LiveKit server, is deleted by the orphan sweep once LiveKit is reachable again
+    (against LiveKit's room list and the API server's sessions)."""
+    kube = fault_kube
+    prefix = _prefix()
+    doomed = f"{prefix}-del"
+    url = urllib.parse.urlsplit(fault_env["LIVEKIT_URL"])
+    partition = Partition(url.hostname or "127.0.0.1", url.port or 7880)
+    await partition.open()
+    # This test only: the operator reaches LiveKit through the partition, with a 10 s
+    # finalizer budget and a 5 s sweep (the product's: 60 s / 60 s).
+    saved = dict(fault_operator.env)
+    fault_operator.stop()
+    fault_operator.env.update(
+        LIVEKIT_URL=f"ws://127.0.0.1:{partition.port}",
+        VOICEFLEET_WORKER_LIVEKIT_URL=fault_env["LIVEKIT_URL"],
+        VOICEFLEET_FINALIZER_BUDGET_SECONDS="10",
+        VOICEFLEET_SWEEP_SECONDS="5",
+    )
+    await asyncio.to_thread(fault_operator.start)
+    try:
+        [conn] = await _started(kube, doomed)
+        room = conn["room"]
+        await partition.cut()
+        kube.delete_session(doomed)
+        let_go = await _gone(kube, doomed, within=60)
+        assert await room_exists(fault_env, room), "the room should have outlived its session"
+        await partition.open()  # same port: LiveKit is reachable again
+        back = time.monotonic()
+        deadline = back + 120  # rooms are swept once older than 60 s
+        while await room_exists(fault_env, room):
+            assert time.monotonic() < deadline, f"{room} still there 120 s after LiveKit came back"
+            await asyncio.sleep(1)
+        swept = time.monotonic() - back
+    finally:
+        await asyncio.to_thread(fault_operator.stop)
+        fault_operator.env.clear()
+        fault_operator.env.update(saved)
+        await asyncio.to_thread(fault_operator.start)
+        await partition.cut()
+    inv = await _clean(kube, fault_env, prefix)
+    print(
+        f"LiveKit unreachable past the finalizer budget: session let go {let_go:.1f} s after "
+        f"its deletion; its room swept {swept:.1f} s after LiveKit was reachable again"
+    )
+    assert inv.stuck_finalizers() == [] and inv.orphan_pods() == [] and inv.orphan_rooms() == []
