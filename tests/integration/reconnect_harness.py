@@ -327,9 +327,10 @@ def worker_pid(pod: str) -> int:
 
 
 def worker_log_files(stack_dir: Path, pod: str) -> list[Path]:
-    """A worker pod's logs: the hostlet's file (host-0) or the kubelet's (node-0, containers)."""
+    """A worker pod's logs: the hostlet's file (host-0), or its containers' logs (node-0) as
+    the stack's `pod-logs` part keeps them after the kubelet deleted them with the pod."""
     host = stack_dir / "logs" / "pods" / f"voicefleet_{pod}.log"
-    node = sorted((stack_dir / "node" / "pod-logs").glob(f"voicefleet_{pod}_*/worker/*.log"))
+    node = sorted((stack_dir / "logs" / "pods" / f"voicefleet_{pod}" / "worker").glob("*.log*"))
     return [p for p in (host, *node) if p.exists()]
 
 

@@ -403,7 +403,32 @@ def cni_conflist(layout: NodeLayout) -> dict[str, object]:
 def parts(ctx: StackContext, cp: ControlPlane) -> list[Part]:
     """containerd then kubelet, sharing one layout (saved by containerd's `prepare`)."""
     layout = NodeLayout.load(ctx.stack_dir) or NodeLayout.for_stack(ctx.stack_dir)
-    return [containerd_part(ctx, layout), kubelet_part(ctx, cp, layout)]
+    return [containerd_part(ctx, layout), kubelet_part(ctx, cp, layout), pod_logs_part(ctx, layout)]
+
+
+def kept_logs_dir(stack_dir: Path) -> Path:
+    """Where `pod-logs` keeps container logs: `<ns>_<pod>/<container>/<restart>.log`."""
+    return stack_dir / "logs" / "pods"
+
+
+def pod_logs_part(ctx: StackContext, layout: NodeLayout) -> Part:
+    """Container logs kept after their pods are gone (voicefleet_stack/podlogs.py)."""
+    source, dest = layout.path("pod-logs"), kept_logs_dir(ctx.stack_dir)
+
+    def prepare() -> None:
+        source.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=True, exist_ok=True)
+
+    return Part(
+        name="pod-logs",
+        argv=[sys.executable, "-m", "voicefleet_stack.podlogs", str(source), str(dest)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"},
+        cwd=ctx.data("pod-logs"),
+        prepare=prepare,
+        health=lambda: dest.is_dir(),
+        timeout=10,
+        description=f"container logs of {NODE_NAME} kept in {dest} after their pods are gone",
+    )
 
 
 def containerd_part(ctx: StackContext, layout: NodeLayout) -> Part:
