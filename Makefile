@@ -30,6 +30,9 @@ web: ## browser client bundle (npm, esbuild) and Debian chromium for the browser
 deps: system-deps python ## everything above; bins, Letta and the web client build side by side
 	@bash tools/parallel.sh "bins:bash tools/build-bins.sh" "letta:bash tools/install-letta.sh" \
 		"web:bash tools/install-web-deps.sh"
+	@# The gateway's image holds the client bundle built above (root and mmdebstrap only).
+	@if [ "$$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null; then \
+		bash tools/images/build-images.sh gateway; fi
 
 up: deps ## run the local stack in the foreground (Ctrl-C stops it)
 	@$(VENV)/bin/voicefleet up
@@ -64,7 +67,7 @@ bench: deps ## benchmarks on a private local stack: tables, bench/results/latest
 	@$(VENV)/bin/python tests/bench/run.py
 
 # -- Helm chart, plain manifests, images, kind (issue 7) ------------------------------------
-.PHONY: manifests manifests-check chart-lint chart-test images kind-e2e
+.PHONY: manifests manifests-check chart-lint chart-test images node-images kind-e2e
 HELM = $(if $(VOICEFLEET_BIN),$(VOICEFLEET_BIN),$(VOICEFLEET_HOME)/bin/current)/helm
 IMAGE_TAG ?= 0.1.0
 
@@ -81,6 +84,10 @@ chart-lint: ## helm lint --strict of charts/voicefleet, default and full test va
 
 chart-test: python ## chart tests: render, schema, golden, contracts; dry run, helm install + helm test on a private stack
 	@$(VENV)/bin/python -m pytest -ra tests/unit/chart tests/integration/chart
+
+node-images: ## build the pause, test box, worker, operator and gateway images without Docker (OCI archives)
+	@bash tools/images/build-images.sh
+	@bash tools/images/build-images.sh gateway
 
 images: ## docker build the operator, gateway and worker images (needs a Docker engine)
 	docker build -f operator/Dockerfile -t voicefleet-operator:$(IMAGE_TAG) .

@@ -8,10 +8,13 @@ Each pod test prints how long the pod took from creation to Running (and Ready).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +244,154 @@ def test_worker_image_starts_the_worker_in_a_hardened_container(kubectl, namespa
     assert whoami.strip() == "10001"
     deleted = _delete_pod(kubectl, name)
     print(f"\nworker pod: created → Running {timings['running']:.2f} s, deleted in {deleted:.2f} s")
+
+
+@pytest.mark.parametrize(
+    ("image_name", "usage"),
+    [("operator", "voicefleet_operator"), ("gateway", "voicefleet_web")],
+)
+def test_operator_and_gateway_images_run_in_hardened_containers(  # type: ignore[no-untyped-def]
+    kubectl, namespace: str, image_name: str, usage: str
+) -> None:
+    """The images of operator/Dockerfile and web/Dockerfile, built without Docker, start their
+    entrypoints as user 10001 on a read-only root (`--help`: they need an API server that
+    pods here cannot reach, so they stop there; their imports are checked at build time)."""
+    image = node.image_ref(node.images_dir(voicefleet_home()), image_name)
+    if image is None:
+        pytest.skip(f"no {image_name} image: run make node-images")
+    name = f"{image_name}-{secrets.token_hex(3)}"
+    pod = _pod(
+        name,
+        image,
+        {
+            "args": ["--help"],
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "1", "memory": "256Mi"},
+            },
+        },
+    )
+    pod["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001}
+    pod["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    t0 = time.monotonic()
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pod))
+    _wait(
+        lambda: _status(kubectl, name).get("phase") in ("Succeeded", "Failed"),
+        90,
+        f"pod {name} to finish: {_status(kubectl, name)}",
+    )
+    took = time.monotonic() - t0
+    status = _status(kubectl, name)
+    logs = kubectl("-n", NAMESPACE, "logs", name, check=False).stdout
+    assert status["phase"] == "Succeeded", (status, logs[-2000:])
+    assert "usage" in logs.lower() and usage in logs, logs[-2000:]
+    print(f"\n{image_name} image: pod created → `--help` done in {took:.1f} s ({image})")
+    _delete_pod(kubectl, name)
+
+
+def test_the_operator_image_runs_the_operator_in_a_pod_with_its_service_account(  # type: ignore[no-untyped-def]
+    kubectl, stack_env: dict[str, str]
+) -> None:
+    """operator/Dockerfile's image as the real operator: a pod on node-0 that authenticates
+    with its ServiceAccount's projected token (in-cluster config, no kubeconfig) and serves
+    a VoiceSession end to end: room in LiveKit, worker pod (on a kwok node), dispatch;
+    then deletes both when the session goes.
+
+    The local API server and LiveKit listen on 127.0.0.1 only, which the pod network
+    cannot reach; so this pod runs with `hostNetwork` and is told the API server's loopback
+    address (KUBERNETES_SERVICE_HOST/PORT, which a cluster's kubelet sets to the
+    `kubernetes` Service) and binds its own servers to 127.0.0.1. Everything else is the
+    chart's operator container: user 10001, read-only root, no capabilities, /tmp emptyDir.
+    """
+    import urllib.parse
+    import urllib.request
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+    from opit import KWOK_TOLERATIONS, Kube, _free_port
+    from test_operator_lifecycle import room_exists, session_obj
+    from webharness import create_isolated_namespace
+
+    image = node.image_ref(node.images_dir(voicefleet_home()), "operator")
+    if image is None:
+        pytest.skip("no operator image: run make node-images")
+    namespace = create_isolated_namespace(kubectl, prefix="vf-img")
+    kube = Kube(dict(stack_env, NAMESPACE=namespace))
+    api = urllib.parse.urlsplit(
+        kubectl("config", "view", "-o", "jsonpath={.clusters[0].cluster.server}").stdout.strip()
+    )
+    webhook, health, metrics = _free_port(), _free_port(), _free_port()
+    env = {
+        "KUBERNETES_SERVICE_HOST": api.hostname or "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(api.port),
+        "VOICEFLEET_BIND_HOST": "127.0.0.1",
+        "NAMESPACE": namespace,
+        "LIVEKIT_URL": stack_env["LIVEKIT_URL"],
+        "LIVEKIT_API_KEY": stack_env["LIVEKIT_API_KEY"],
+        "LIVEKIT_API_SECRET": stack_env["LIVEKIT_API_SECRET"],
+        "LETTA_BASE_URL": stack_env["LETTA_BASE_URL"],
+        "VOICEFLEET_WEBHOOK_PORT": str(webhook),
+        "VOICEFLEET_HEALTH_PORT": str(health),
+        "VOICEFLEET_METRICS_PORT": str(metrics),
+        "VOICEFLEET_WORKER_TOLERATIONS": KWOK_TOLERATIONS,
+        "VOICEFLEET_WORKER_NODE_SELECTOR": json.dumps({"type": "kwok"}),
+        "VOICEFLEET_ROOM_CHECK_SECONDS": "2",
+    }
+    operator_ns = stack_env.get("OPERATOR_NAMESPACE", "voicefleet-system")
+    name = f"operator-image-{secrets.token_hex(3)}"
+    pod = _pod(
+        name,
+        image,
+        {
+            "env": [{"name": k, "value": v} for k, v in env.items()],
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"cpu": "1", "memory": "512Mi"},
+            },
+        },
+    )
+    pod["metadata"]["namespace"] = operator_ns
+    pod["spec"].update(
+        serviceAccountName="voicefleet-operator",
+        automountServiceAccountToken=True,
+        hostNetwork=True,
+        securityContext={"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+        volumes=[{"name": "tmp", "emptyDir": {}}],
+    )
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pod))
+    session = f"img-{secrets.token_hex(2)}"
+    try:
+        t0 = time.monotonic()
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        _wait(healthy, 120, f"the operator in pod {name} to serve /healthz")
+        up = time.monotonic() - t0
+        kube.apply(session_obj(kube, session, "agent-image", joinTimeoutSeconds=600))
+
+        def dispatched() -> dict[str, Any] | None:
+            obj = kube.get("voicesession", session) or {}
+            conn = (obj.get("status") or {}).get("connection") or {}
+            return conn if conn.get("dispatchedAt") else None
+
+        _wait(lambda: dispatched() is not None, 90, f"{session} dispatched by the pod's operator")
+        conn = dispatched() or {}
+        assert asyncio.run(room_exists(stack_env, conn["room"]))
+        assert kube.get("pod", conn["pod"]) is not None
+        kube.delete_session(session, wait=True)
+        _wait(lambda: kube.get("pod", conn["pod"]) is None, 60, "the worker pod to go")
+        assert not asyncio.run(room_exists(stack_env, conn["room"]))
+        logs = kubectl("-n", operator_ns, "logs", name, check=False).stdout
+        assert "voicefleet operator started" in logs, logs[-2000:]
+        print(f"\noperator image: pod created → operator serving in {up:.1f} s; session served")
+    finally:
+        kubectl("-n", namespace, "delete", "voicesessions", "--all", "--wait=true", check=False)
+        kubectl("-n", operator_ns, "delete", "pod", name, "--wait=true", check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
