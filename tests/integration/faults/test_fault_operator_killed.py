@@ -165,6 +165,7 @@ async def test_operator_sigkilled_during_lifecycles_leaves_no_orphans(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~25 min on 2 cores
 async def test_operator_sigkilled_during_200_lifecycles_leaves_no_orphans(
     fault_env: dict[str, str], fault_kube: Kube, fault_operator: OperatorProcess
 ) -> None:
