@@ -5,8 +5,9 @@ Both sides serve the same user journey on the same stack (LiveKit, Letta, the sc
 model), observed the same way:
 
 - voicefleet: one VoiceSession applied with kubectl; the stack's own operator makes a room
-  and a fresh worker pod per connection; the pod runs on the host-process node (hostlet
-  stopgap) as a real `python -m voicefleet_worker` process. A connection is requested by
+  and a fresh worker pod per connection; the pod runs `python -m voicefleet_worker` in a
+  container on the real node (node-0, the stack's default), or as a host process on the
+  hostlet stopgap where the machine cannot run the node. A connection is requested by
   creating the session or raising `spec.connection`. Every connection is cold (a new
   process): the stack's operator runs with its warm pool off (VOICEFLEET_WARM_POOL_SIZE=0).
 - voicefleet, warm (a second phase, BENCH_WARM_CYCLES, default 20): the same through an
@@ -23,7 +24,7 @@ A connection, on either side: request → an AGENT participant is in the room (L
 ListParticipants, polled every 50 ms: `agent`) → the user joins (a real LiveKit
 participant), waits for the greeting, sends `cycle <n>` on `lk.chat` → the answer
 `You said: cycle <n>` arrives on `lk.transcription` (`answer`) → the worker's RSS is read
-from /proc (the pod's host process; the baseline's one process) → the user leaves.
+from /proc (the pod's worker process, container or not; the baseline's one process) → the user leaves.
 
 Cycles come in pairs per side, the sides taking turns pair by pair (so both see the same
 background load): an odd cycle is a `connect` (requested once the previous connection has
