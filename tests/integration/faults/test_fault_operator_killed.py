@@ -53,7 +53,9 @@ async def _lifecycle(kube: Kube, name: str, agent: str, keep: bool) -> None:
         ok = conn.get("id") == conn_id and conn.get("dispatchedAt") and not conn.get("endedAt")
         return conn if ok else None
 
-    obj = session_obj(kube, name, agent, joinTimeoutSeconds=600, maxDurationSeconds=3600)
+    # Longer than any run (200 lifecycles take ~21 min): a kept session must still be waiting
+    # for its user at the end, not ended by its join timeout.
+    obj = session_obj(kube, name, agent, joinTimeoutSeconds=3600, maxDurationSeconds=7200)
     await asyncio.to_thread(kube.apply, obj)
     await _until(f"{name} connection 1 dispatched", lambda: dispatched(1))
     await asyncio.to_thread(kube.patch_session, name, {"spec": {"connection": 2}})
