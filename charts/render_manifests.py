@@ -3,6 +3,7 @@
 `python charts/render_manifests.py` (`make manifests`) writes
 - charts/voicefleet/files/crds.yaml: a byte copy of manifests/crd.yaml (the CRD's source);
 - manifests/rbac.yaml: the operator's and the gateway's ServiceAccounts and Roles;
+- manifests/admission.yaml: the MutatingAdmissionPolicy that sets the operator's finalizer;
 - manifests/operator.yaml: the operator Deployment, its Services and the worker NetworkPolicy;
 all rendered by `helm template` with the chart's default values, release `voicefleet` in
 namespace `voicefleet-system`. `--check` writes nothing and exits 1 if a file is out of date
@@ -29,6 +30,10 @@ HEADERS = {
 #   kubectl create namespace voicefleet-system; kubectl create namespace voicefleet
 #   kubectl apply -f manifests/crd.yaml -f manifests/rbac.yaml
 """,
+    "admission.yaml": """\
+# GENERATED from charts/voicefleet by `make manifests` (charts/render_manifests.py); do not edit.
+#   kubectl apply -f manifests/admission.yaml   (optional; Kubernetes >= 1.36)
+""",
     "operator.yaml": """\
 # GENERATED from charts/voicefleet by `make manifests` (charts/render_manifests.py); do not edit.
 # The operator Deployment (chart defaults), its webhook and metrics Services, and the worker
@@ -42,6 +47,7 @@ HEADERS = {
 }
 SHOW_ONLY = {
     "rbac.yaml": ["templates/operator/rbac.yaml", "templates/gateway/rbac.yaml"],
+    "admission.yaml": ["templates/operator/finalizer-policy.yaml"],
     "operator.yaml": [
         "templates/operator/deployment.yaml",
         "templates/operator/service.yaml",

@@ -56,6 +56,11 @@ class NoDiffBase(kopf.DiffBaseStorage):
     written and never read: a PATCH per session in a burst of them, saved.
     """
 
+    def build(
+        self, *, body: kopf.Body, extra_fields: Any = None
+    ) -> kopf.BodyEssence:  # kopf deep-copies the whole body here, per event: not needed
+        return kopf.BodyEssence()
+
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
 
@@ -217,7 +222,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def agent_holders(
+async def agent_holders(
     name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[str, str] | None:
     """Letta agent id → the session holding it (a live connection with a room)."""
@@ -228,14 +233,14 @@ def agent_holders(
 
 
 @kopf.index("", "v1", "pods", labels={n.LABEL_MANAGED_BY: n.MANAGER})
-def worker_pods(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, PodView] | None:
+async def worker_pods(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, PodView] | None:
     """Session name → its worker pods, as the plan sees them (kept by kopf from the watch)."""
     session = labels.get(n.LABEL_SESSION)
     return {session: pod_view(body)} if session else None
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def session_changed(
+async def session_changed(
     name: str,
     namespace: str | None,
     type: str,
@@ -268,7 +273,7 @@ def session_changed(
 
 
 @kopf.on.event("", "v1", "pods", labels={n.LABEL_MANAGED_BY: n.MANAGER})
-def worker_pod_changed(
+async def worker_pod_changed(
     labels: kopf.Labels,
     namespace: str | None,
     body: kopf.Body,

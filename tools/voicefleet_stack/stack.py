@@ -223,6 +223,7 @@ def bootstrap_cluster(cp: kube.ControlPlane) -> None:
     for path in (
         REPO_ROOT / "manifests" / "crd.yaml",
         REPO_ROOT / "manifests" / "rbac.yaml",  # operator and gateway (from the chart)
+        REPO_ROOT / "manifests" / "admission.yaml",  # the finalizer set at create (chart)
     ):
         if path.exists():
             result = cp.kubectl(

@@ -7,19 +7,18 @@ this client makes the few direct calls the reconcile needs. Pods come back as th
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Collection, Mapping
 from typing import Any, TypeVar, cast
 
 from kubernetes.aio import config as kube_config
-from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Secret
+from kubernetes.aio.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi, V1Secret
 from kubernetes.aio.client.exceptions import ApiException
 
 from .. import naming as n
 from ..api import GROUP, PLURAL, VERSION
 from ..plan import PodView
-from .calls import CallObserver, timed_slot
+from .calls import CallObserver, PrioritySlots, timed_slot
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = 10.0
@@ -94,6 +93,15 @@ def _exit_text(terminated: Mapping[str, Any]) -> str:
     return f"{reason}, exit code {code}" if code is not None else reason
 
 
+# On a connection's critical path: these go before other calls waiting for a slot.
+URGENT_CALLS = frozenset({"create_pod", "claim_pod"})
+
+
+def proxy_configured(env: Mapping[str, str]) -> bool:
+    """Whether the environment names an HTTP(S) proxy (any case, as aiohttp reads them)."""
+    return any(env.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"))
+
+
 class KubeClient:
     """One API client for the operator's own calls (kopf keeps its own for watching)."""
 
@@ -101,7 +109,7 @@ class KubeClient:
         self._api = api
         # The operator's own calls in flight, bounded: a burst of sessions queues here instead
         # of flooding the API server into 429s and everyone's retries.
-        self._slots = asyncio.Semaphore(max_inflight)
+        self._slots = PrioritySlots(max_inflight)
         self.observe: CallObserver | None = None  # (call, seconds, ok) → metrics
         self._core = CoreV1Api(api)
         self._custom = CustomObjectsApi(api)
@@ -111,12 +119,17 @@ class KubeClient:
         cls, kubeconfig: str | None = None, max_inflight: int = DEFAULT_MAX_INFLIGHT
     ) -> KubeClient:
         """From KUBECONFIG (a file), else the in-cluster ServiceAccount."""
+        config = Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path:
-            api = await kube_config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
-            return cls(api, max_inflight)
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return cls(ApiClient(), max_inflight)
+            await kube_config.load_kube_config(config_file=path, client_configuration=config)  # type: ignore[no-untyped-call]
+        else:
+            kube_config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+        # The client's aiohttp session reads ~/.netrc and the proxy variables on every request
+        # when it trusts the environment (a thread hop and file reads per call, a few % of the
+        # operator's CPU in a burst); it only needs to when a proxy is configured.
+        config.client_session_kwargs = {"trust_env": proxy_configured(os.environ)}
+        return cls(ApiClient(configuration=config), max_inflight)
 
     async def _send(
         self,
@@ -132,7 +145,7 @@ class KubeClient:
         answer, 5xx and 429 are KubernetesUnavailable (retry later). Other refusals (403,
         422) are KubernetesUnavailable too, or raised as they are with `refusals_raise`.
         """
-        async with timed_slot(self._slots, call, self.observe):
+        async with timed_slot(self._slots, call, self.observe, urgent=call in URGENT_CALLS):
             try:
                 return await request
             except ApiException as exc:

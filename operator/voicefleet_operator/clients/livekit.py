@@ -16,9 +16,11 @@ from livekit.protocol.models import ParticipantInfo
 
 from ..manifests import RoomRequest
 from ..plan import DispatchView, ParticipantView, RoomView
-from .calls import CallObserver, timed_slot
+from .calls import CallObserver, PrioritySlots, SharedFresh, timed_slot
 
 REQUEST_TIMEOUT = 5.0
+# On a connection's critical path: these go before other calls waiting for a slot.
+URGENT_CALLS = frozenset({"create_room", "create_dispatch"})
 DEFAULT_MAX_INFLIGHT = 48
 T = TypeVar("T")
 
@@ -37,7 +39,7 @@ class LiveKitClient:
     def __init__(
         self, url: str, api_key: str, api_secret: str, max_inflight: int = DEFAULT_MAX_INFLIGHT
     ) -> None:
-        self._slots = asyncio.Semaphore(max_inflight)  # a burst of sessions queues here
+        self._slots = PrioritySlots(max_inflight)  # a burst of sessions queues here
         self.observe: CallObserver | None = None  # (call, seconds, ok) → metrics
         self._api = api.LiveKitAPI(
             url,
@@ -46,12 +48,14 @@ class LiveKitClient:
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             failover=False,
         )
+        self._rooms = SharedFresh(self._room_names)
 
     async def aclose(self) -> None:
+        await self._rooms.aclose()
         await self._api.aclose()
 
     async def _call(self, call: str, what: str, coro: Awaitable[T]) -> T:
-        async with timed_slot(self._slots, call, self.observe):
+        async with timed_slot(self._slots, call, self.observe, urgent=call in URGENT_CALLS):
             return await self._bounded(what, coro)
 
     async def _bounded(self, what: str, coro: Awaitable[T]) -> T:
@@ -67,14 +71,22 @@ class LiveKitClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise LiveKitUnavailable(f"{what}: {type(exc).__name__}") from exc
 
-    async def observe_room(self, room: str, dispatches_if_no_agent: bool) -> RoomView:
-        """The room's participants; its dispatches too when asked and no agent is in it."""
+    async def _room_names(self) -> frozenset[str]:
         rooms = await self._call(
-            "list_rooms",
-            f"listing room {room}",
-            self._api.room.list_rooms(api.ListRoomsRequest(names=[room])),
+            "list_rooms", "listing rooms", self._api.room.list_rooms(api.ListRoomsRequest())
         )
-        if not any(r.name == room for r in rooms.rooms):
+        return frozenset(r.name for r in rooms.rooms)
+
+    async def observe_room(self, room: str, dispatches_if_no_agent: bool) -> RoomView:
+        """The room's participants; its dispatches too when asked and no agent is in it.
+
+        Whether the room exists comes from one ListRooms shared by every session that asks
+        at about the same time (`SharedFresh`: never older than the question), not one
+        ListRooms per room: at 1,000 sessions a room check costs one call per session (its
+        participants) instead of two. ListParticipants alone cannot tell: for a room that
+        does not exist it answers an empty list.
+        """
+        if room not in await self._rooms.get():
             return RoomView(exists=False)
         try:
             resp = await self._call(

@@ -25,6 +25,8 @@ from chartlib import (
     template,
 )
 
+from voicefleet_operator.naming import FINALIZER
+
 
 def test_helm_lint_strict_passes_with_default_and_full_values() -> None:
     helm("lint", "--strict", str(CHART))
@@ -50,6 +52,8 @@ def test_default_values_render_crds_rbac_operator_and_worker_policy() -> None:
         [
             ("CustomResourceDefinition", "voicesessions.voicefleet.dev"),
             ("CustomResourceDefinition", "kopfpeerings.kopf.dev"),
+            ("MutatingAdmissionPolicy", "voicefleet-operator-session-finalizer"),
+            ("MutatingAdmissionPolicyBinding", "voicefleet-operator-session-finalizer"),
             ("ServiceAccount", "voicefleet-operator"),
             ("Role", "voicefleet-operator"),
             ("RoleBinding", "voicefleet-operator"),
@@ -251,3 +255,15 @@ def test_schema_is_strict_everywhere_but_kubernetes_pass_through_structures() ->
     for path, node in _objects(schema):
         for key, prop in node.get("properties", {}).items():
             assert "type" in prop, f"{path}.{key} has no type"
+
+
+def test_the_finalizer_policy_is_rendered_only_with_the_operator_and_when_enabled() -> None:
+    name = ("MutatingAdmissionPolicy", "voicefleet-operator-session-finalizer")
+    assert name in _kinds(render_default())
+    assert name not in _kinds(template(sets={"operator.finalizerPolicy.enabled": "false"}).stdout)
+    assert name not in _kinds(template(sets={"operator.enabled": "false"}).stdout)
+    policy = next(d for d in docs(render_default()) if d["kind"] == name[0])
+    # It adds the operator's own finalizer, the one kopf would otherwise PATCH in.
+    assert FINALIZER in policy["spec"]["mutations"][0]["jsonPatch"]["expression"]
+    assert FINALIZER in policy["spec"]["matchConditions"][0]["expression"]
+    assert policy["spec"]["failurePolicy"] == "Ignore"

@@ -10,8 +10,8 @@ from kubernetes.aio.client import ApiClient
 from kubernetes.aio.client.exceptions import ApiException
 from livekit import api
 
-from voicefleet_operator.clients.calls import timed_slot
-from voicefleet_operator.clients.kube import KubeClient, KubernetesUnavailable
+from voicefleet_operator.clients.calls import PrioritySlots, SharedFresh, timed_slot
+from voicefleet_operator.clients.kube import KubeClient, KubernetesUnavailable, proxy_configured
 from voicefleet_operator.clients.livekit import LiveKitClient, LiveKitUnavailable
 
 Observed = list[tuple[str, float, bool]]
@@ -20,7 +20,7 @@ Observed = list[tuple[str, float, bool]]
 async def test_a_call_is_timed_from_its_slot_and_ok_unless_it_raised() -> None:
     ticks = iter([10.0, 12.5, 20.0, 21.0])
     seen: Observed = []
-    slots = asyncio.Semaphore(1)
+    slots = PrioritySlots(1)
     async with timed_slot(slots, "list_pods", lambda *a: seen.append(a), lambda: next(ticks)):
         pass
     with pytest.raises(RuntimeError):
@@ -31,7 +31,7 @@ async def test_a_call_is_timed_from_its_slot_and_ok_unless_it_raised() -> None:
 
 
 async def test_calls_beyond_the_bound_wait_for_a_slot() -> None:
-    slots = asyncio.Semaphore(2)
+    slots = PrioritySlots(2)
     inside, most = 0, 0
 
     async def one() -> None:
@@ -87,3 +87,122 @@ async def test_the_livekit_client_counts_a_5xx_as_failed() -> None:
     finally:
         await livekit.aclose()
     assert [(c, ok) for c, _, ok in seen] == [("list_rooms", True), ("create_room", False)]
+
+
+class Listing:
+    """A fetch whose answers the test releases one at a time: answer n is the n-th call."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.starts: asyncio.Queue[int] = asyncio.Queue()
+        self.release: asyncio.Queue[int | Exception] = asyncio.Queue()
+
+    async def next_start(self) -> int:
+        """Wait until the next call starts; its number (1, 2, ...)."""
+        return await asyncio.wait_for(self.starts.get(), 1.0)
+
+    async def __call__(self) -> int:
+        self.started += 1
+        self.starts.put_nowait(self.started)
+        answer = await self.release.get()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def test_callers_that_ask_together_share_one_call() -> None:
+    listing = Listing()
+    shared = SharedFresh(listing)
+    waiting = [asyncio.create_task(shared.get()) for _ in range(50)]
+    assert await listing.next_start() == 1
+    await listing.release.put(7)
+    assert await asyncio.gather(*waiting) == [7] * 50
+    assert shared.calls == 1
+
+
+async def test_an_answer_is_never_older_than_the_question() -> None:
+    listing = Listing()
+    shared = SharedFresh(listing)
+    early = asyncio.create_task(shared.get())
+    assert await listing.next_start() == 1
+    # These ask while call 1 runs: call 1 may have read the world before they asked.
+    late = [asyncio.create_task(shared.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    await listing.release.put(1)
+    assert await early == 1
+    assert await listing.next_start() == 2  # the late ones' own call, shared by them
+    await listing.release.put(2)
+    assert await asyncio.gather(*late) == [2, 2, 2]
+    assert shared.calls == 2
+
+
+async def test_an_error_reaches_the_callers_of_that_call_and_the_next_call_is_fresh() -> None:
+    listing = Listing()
+    shared = SharedFresh(listing)
+    waiting = [asyncio.create_task(shared.get()) for _ in range(2)]
+    assert await listing.next_start() == 1
+    await listing.release.put(LiveKitUnavailable("listing rooms: down"))
+    for result in await asyncio.gather(*waiting, return_exceptions=True):
+        assert isinstance(result, LiveKitUnavailable)
+    again = asyncio.create_task(shared.get())
+    assert await listing.next_start() == 2
+    await listing.release.put(3)
+    assert await again == 3
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_call_the_others_wait_for() -> None:
+    listing = Listing()
+    shared = SharedFresh(listing)
+    leaving, staying = asyncio.create_task(shared.get()), asyncio.create_task(shared.get())
+    assert await listing.next_start() == 1
+    leaving.cancel()
+    await listing.release.put(5)
+    assert await staying == 5
+    await shared.aclose()
+
+
+def test_the_kube_client_trusts_the_environment_only_when_it_names_a_proxy() -> None:
+    assert not proxy_configured({"HOME": "/root", "NO_PROXY": "127.0.0.1"})
+    assert proxy_configured({"HTTPS_PROXY": "http://proxy:3128"})
+    assert proxy_configured({"http_proxy": "http://proxy:3128"})
+    assert not proxy_configured({"HTTPS_PROXY": ""})
+
+
+async def test_a_freed_slot_goes_to_the_oldest_urgent_waiter_first() -> None:
+    slots = PrioritySlots(1)
+    order: list[str] = []
+    await slots.acquire()  # the one slot is taken: everyone below waits
+
+    async def one(name: str, urgent: bool) -> None:
+        async with timed_slot(slots, name, None, urgent=urgent):
+            order.append(name)
+
+    tasks = [
+        asyncio.create_task(one(name, urgent))
+        for name, urgent in (("status-1", False), ("pod-1", True), ("status-2", False))
+    ]
+    await asyncio.sleep(0)
+    assert slots.waiting() == (1, 2)
+    tasks.append(asyncio.create_task(one("pod-2", True)))  # comes last, goes second
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert order == ["pod-1", "pod-2", "status-1", "status-2"]
+    assert not slots.locked() and slots.waiting() == (0, 0)
+
+
+async def test_a_caller_cancelled_while_waiting_gives_up_its_place_not_a_slot() -> None:
+    slots = PrioritySlots(1)
+    await slots.acquire()
+    leaving = asyncio.create_task(slots.acquire(urgent=True))
+    staying = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    leaving.cancel()
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.wait_for(staying, 1.0)  # the slot went to the caller still waiting
+    assert slots.locked()
+    slots.release()
+    assert not slots.locked()
+    with pytest.raises(ValueError):
+        PrioritySlots(0)
