@@ -26,6 +26,7 @@ from .clients.kube import KubeClient, KubernetesUnavailable, pod_view
 from .clients.livekit import LiveKitClient, LiveKitUnavailable
 from .clients.worker_probe import WorkerReadiness
 from .config import Settings
+from .events import EventPoster
 from .manifests import build_worker_secret
 from .metrics import Metrics, serve_metrics
 from .plan import PodView
@@ -68,10 +69,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def _event_sink(body: Any, type_: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type_, reason=reason, message=message)
-
-
 def _wake(memo: Any, key: str) -> None:
     event = memo.wakers.get(key)
     if event is not None:
@@ -98,7 +95,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.standalone = cfg.standalone
     settings.peering.stealth = True
     settings.posting.reporting_component = n.MANAGER
-    settings.posting.worker_limit = cfg.event_posters
+    settings.posting.worker_limit = cfg.event_posters  # kopf's own Events (handler errors)
     settings.background.cancellation_polling = 5
 
     metrics = Metrics()
@@ -111,12 +108,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     kube.observe = metrics.api_observer("kubernetes")
     livekit.observe = metrics.api_observer("livekit")
+    memo.events = EventPoster(kube, n.MANAGER, cfg.event_posters, metrics.events_dropped.inc)
+    memo.events.start()
     memo.runtime = Runtime(
         settings=cfg,
         kube=kube,
         livekit=livekit,
         metrics=metrics,
-        record_event=_event_sink,
+        record_event=memo.events.record,
         readiness=WorkerReadiness(cfg.worker.health_port),
     )
     memo.wakers = {}
@@ -213,6 +212,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
                 await task
     if getattr(memo, "webhook", None) is not None:
         await memo.webhook.cleanup()
+    if getattr(memo, "events", None) is not None:
+        await memo.events.stop()
     rt: Runtime | None = getattr(memo, "runtime", None)
     if rt is not None:
         await rt.livekit.aclose()

@@ -67,6 +67,11 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.events_dropped = Counter(
+            "voicefleet_events_dropped_total",
+            "Kubernetes Events not posted (the queue was full, or the API server refused)",
+            registry=registry,
+        )
         self.warm_pool = Gauge(
             "voicefleet_warm_pool_pods", "Warm pool pods, ready or not", registry=registry
         )

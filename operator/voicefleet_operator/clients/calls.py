@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
@@ -19,36 +20,46 @@ T = TypeVar("T")
 CallObserver = Callable[[str, float, bool], None]  # (call, seconds, succeeded)
 
 
+class Priority(enum.IntEnum):
+    """Who gets a freed slot first (lower first)."""
+
+    URGENT = 0  # on a connection's critical path: pod create/claim, room create, dispatch
+    NORMAL = 1  # status writes, room checks, listings
+    BACKGROUND = 2  # Kubernetes Events: informative, posted behind the work
+
+
 class PrioritySlots:
-    """A semaphore whose urgent waiters go first.
+    """A semaphore whose waiters are served by priority, then in order of arrival.
 
     In a burst of sessions the calls on a connection's critical path (creating its worker
     pod, claiming a warm one, creating its room, dispatching its job) should not wait behind
-    bookkeeping (status writes, room checks, listings) of sessions that are further along:
-    a freed slot goes to the oldest urgent waiter, else to the oldest other one. Urgent
-    calls are few per session, so the others are delayed, never starved, by a burst.
+    bookkeeping (status writes, room checks) of sessions that are further along, and neither
+    should wait behind Events: a freed slot goes to the oldest waiter of the most urgent
+    priority that has one. Urgent calls are few per session, so the others are delayed, not
+    starved, by a burst.
     """
 
     def __init__(self, slots: int) -> None:
         if slots < 1:
             raise ValueError("at least one slot")
         self._free = slots
-        self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._normal: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._queues: tuple[collections.deque[asyncio.Future[None]], ...] = tuple(
+            collections.deque() for _ in Priority
+        )
 
     def locked(self) -> bool:
         return self._free == 0
 
-    def waiting(self) -> tuple[int, int]:
-        """(urgent, other) callers waiting for a slot."""
-        return len(self._urgent), len(self._normal)
+    def waiting(self) -> tuple[int, ...]:
+        """Callers waiting for a slot, per priority (urgent first)."""
+        return tuple(len(q) for q in self._queues)
 
-    async def acquire(self, urgent: bool = False) -> None:
-        if self._free > 0 and not self._urgent and (urgent or not self._normal):
+    async def acquire(self, priority: Priority = Priority.NORMAL) -> None:
+        if self._free > 0 and not any(self._queues[: priority + 1]):
             self._free -= 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._urgent if urgent else self._normal
+        queue = self._queues[priority]
         queue.append(waiter)
         try:
             await waiter
@@ -61,7 +72,7 @@ class PrioritySlots:
             raise
 
     def release(self) -> None:
-        for queue in (self._urgent, self._normal):
+        for queue in self._queues:
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():
@@ -76,10 +87,10 @@ async def timed_slot(
     call: str,
     observe: CallObserver | None,
     clock: Callable[[], float] = time.monotonic,
-    urgent: bool = False,
+    priority: Priority = Priority.NORMAL,
 ) -> AsyncIterator[None]:
     """Hold a slot of `slots`; on leaving, `observe(call, seconds, ok)`, ok if nothing raised."""
-    await slots.acquire(urgent)
+    await slots.acquire(priority)
     try:
         started = clock()
         ok = False

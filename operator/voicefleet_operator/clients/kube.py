@@ -18,7 +18,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from .. import naming as n
 from ..api import GROUP, PLURAL, VERSION
 from ..plan import PodView
-from .calls import CallObserver, PrioritySlots, timed_slot
+from .calls import CallObserver, Priority, PrioritySlots, timed_slot
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = 10.0
@@ -93,8 +93,12 @@ def _exit_text(terminated: Mapping[str, Any]) -> str:
     return f"{reason}, exit code {code}" if code is not None else reason
 
 
-# On a connection's critical path: these go before other calls waiting for a slot.
-URGENT_CALLS = frozenset({"create_pod", "claim_pod"})
+# Calls on a connection's critical path go first, Events last; the rest in between.
+PRIORITIES = {
+    "create_pod": Priority.URGENT,
+    "claim_pod": Priority.URGENT,
+    "create_event": Priority.BACKGROUND,
+}
 
 
 def proxy_configured(env: Mapping[str, str]) -> bool:
@@ -145,7 +149,9 @@ class KubeClient:
         answer, 5xx and 429 are KubernetesUnavailable (retry later). Other refusals (403,
         422) are KubernetesUnavailable too, or raised as they are with `refusals_raise`.
         """
-        async with timed_slot(self._slots, call, self.observe, urgent=call in URGENT_CALLS):
+        async with timed_slot(
+            self._slots, call, self.observe, priority=PRIORITIES.get(call, Priority.NORMAL)
+        ):
             try:
                 return await request
             except ApiException as exc:
@@ -318,3 +324,10 @@ class KubeClient:
         )
         what = f"annotating {namespace}/{name}"
         return await self._send("annotate_session", what, request) is not None
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Post a core/v1 Event (background priority: behind every other call)."""
+        request = self._core.create_namespaced_event(
+            namespace, cast(Any, dict(body)), _request_timeout=REQUEST_TIMEOUT
+        )
+        await self._send("create_event", f"posting event {body.get('reason')}", request, ())

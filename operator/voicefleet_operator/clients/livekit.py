@@ -16,11 +16,11 @@ from livekit.protocol.models import ParticipantInfo
 
 from ..manifests import RoomRequest
 from ..plan import DispatchView, ParticipantView, RoomView
-from .calls import CallObserver, PrioritySlots, SharedFresh, timed_slot
+from .calls import CallObserver, Priority, PrioritySlots, SharedFresh, timed_slot
 
 REQUEST_TIMEOUT = 5.0
 # On a connection's critical path: these go before other calls waiting for a slot.
-URGENT_CALLS = frozenset({"create_room", "create_dispatch"})
+PRIORITIES = {"create_room": Priority.URGENT, "create_dispatch": Priority.URGENT}
 DEFAULT_MAX_INFLIGHT = 48
 T = TypeVar("T")
 
@@ -55,7 +55,9 @@ class LiveKitClient:
         await self._api.aclose()
 
     async def _call(self, call: str, what: str, coro: Awaitable[T]) -> T:
-        async with timed_slot(self._slots, call, self.observe, urgent=call in URGENT_CALLS):
+        async with timed_slot(
+            self._slots, call, self.observe, priority=PRIORITIES.get(call, Priority.NORMAL)
+        ):
             return await self._bounded(what, coro)
 
     async def _bounded(self, what: str, coro: Awaitable[T]) -> T:

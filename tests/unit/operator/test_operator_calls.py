@@ -10,7 +10,7 @@ from kubernetes.aio.client import ApiClient
 from kubernetes.aio.client.exceptions import ApiException
 from livekit import api
 
-from voicefleet_operator.clients.calls import PrioritySlots, SharedFresh, timed_slot
+from voicefleet_operator.clients.calls import Priority, PrioritySlots, SharedFresh, timed_slot
 from voicefleet_operator.clients.kube import KubeClient, KubernetesUnavailable, proxy_configured
 from voicefleet_operator.clients.livekit import LiveKitClient, LiveKitUnavailable
 
@@ -168,33 +168,48 @@ def test_the_kube_client_trusts_the_environment_only_when_it_names_a_proxy() -> 
     assert not proxy_configured({"HTTPS_PROXY": ""})
 
 
-async def test_a_freed_slot_goes_to_the_oldest_urgent_waiter_first() -> None:
+async def test_a_freed_slot_goes_to_the_oldest_waiter_of_the_most_urgent_priority() -> None:
     slots = PrioritySlots(1)
     order: list[str] = []
     await slots.acquire()  # the one slot is taken: everyone below waits
 
-    async def one(name: str, urgent: bool) -> None:
-        async with timed_slot(slots, name, None, urgent=urgent):
+    async def one(name: str, priority: Priority) -> None:
+        async with timed_slot(slots, name, None, priority=priority):
             order.append(name)
 
     tasks = [
-        asyncio.create_task(one(name, urgent))
-        for name, urgent in (("status-1", False), ("pod-1", True), ("status-2", False))
+        asyncio.create_task(one(name, priority))
+        for name, priority in (
+            ("event-1", Priority.BACKGROUND),
+            ("status-1", Priority.NORMAL),
+            ("pod-1", Priority.URGENT),
+            ("status-2", Priority.NORMAL),
+        )
     ]
     await asyncio.sleep(0)
-    assert slots.waiting() == (1, 2)
-    tasks.append(asyncio.create_task(one("pod-2", True)))  # comes last, goes second
+    assert slots.waiting() == (1, 2, 1)
+    tasks.append(asyncio.create_task(one("pod-2", Priority.URGENT)))  # comes last, goes second
     await asyncio.sleep(0)
     slots.release()
     await asyncio.gather(*tasks)
-    assert order == ["pod-1", "pod-2", "status-1", "status-2"]
-    assert not slots.locked() and slots.waiting() == (0, 0)
+    assert order == ["pod-1", "pod-2", "status-1", "status-2", "event-1"]
+    assert not slots.locked() and slots.waiting() == (0, 0, 0)
+
+
+async def test_a_free_slot_is_not_taken_past_a_more_urgent_waiter() -> None:
+    slots = PrioritySlots(1)
+    await slots.acquire()
+    urgent = asyncio.create_task(slots.acquire(Priority.URGENT))
+    await asyncio.sleep(0)
+    slots.release()  # handed to the urgent waiter, not left free for the next comer
+    await asyncio.wait_for(urgent, 1.0)
+    assert slots.locked()
 
 
 async def test_a_caller_cancelled_while_waiting_gives_up_its_place_not_a_slot() -> None:
     slots = PrioritySlots(1)
     await slots.acquire()
-    leaving = asyncio.create_task(slots.acquire(urgent=True))
+    leaving = asyncio.create_task(slots.acquire(Priority.URGENT))
     staying = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
     leaving.cancel()
