@@ -18,7 +18,8 @@ to stdout, the figures to bench/results/latest.json and bench/results/<UTC times
 (through run.py, which `make bench` calls; running this file is `run.py --only reconcile`).
 
 BENCH_SESSIONS=<N> overrides N (default 1000); BENCH_CONCURRENCY the creates in flight
-(default 50). Benchmarks report; nothing here asserts a timing.
+(default 50); BENCH_OPERATOR_ENV a JSON object of VOICEFLEET_* settings for the benchmark's
+operator (A/B runs). Benchmarks report; nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -497,6 +498,13 @@ def run(env: dict[str, str], work: Path) -> dict[str, Any]:
     operator.env.pop("VOICEFLEET_FINALIZER_BUDGET_SECONDS", None)
     operator.env["VOICEFLEET_WORKER_TOLERATIONS"] = KWOK_TOLERATIONS
     operator.env["VOICEFLEET_WORKER_NODE_SELECTOR"] = KWOK_NODE_SELECTOR
+    # A/B runs of operator settings: BENCH_OPERATOR_ENV='{"VOICEFLEET_STATUS_HOLD_SECONDS": "0"}'
+    extra = json.loads(os.environ.get("BENCH_OPERATOR_ENV") or "{}")
+    if not isinstance(extra, dict) or not all(str(k).startswith("VOICEFLEET_") for k in extra):
+        raise SystemExit("BENCH_OPERATOR_ENV: a JSON object of VOICEFLEET_* variables")
+    operator.env.update({str(k): str(v) for k, v in extra.items()})
+    if extra:
+        log(f"operator settings for this run: {extra}")
     log(f"starting the benchmark's operator (peering priority 100), log {operator.log}")
     operator.start()
     try:

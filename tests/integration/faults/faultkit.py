@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from livekit import api
-from opit import Kube
+from opit import Kube, OperatorProcess
 from test_operator_lifecycle import livekit, status
 
 WORKER_LABEL = "app.kubernetes.io/name=voicefleet-worker"
@@ -156,3 +158,12 @@ class Partition:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._links.difference_update((writer, up_writer))
+
+
+def operator_errors(operator: OperatorProcess, reason: str | None = None) -> float:
+    """voicefleet_errors_total of a running operator: of one reason, or summed over all."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as resp:
+        text = resp.read().decode()
+    label = re.escape(reason) if reason is not None else '[^"]*'
+    found = re.findall(rf'^voicefleet_errors_total\{{reason="{label}"\}} (\S+)$', text, re.M)
+    return sum(float(v) for v in found)

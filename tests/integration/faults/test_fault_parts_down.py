@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import Partition, astatus, inventory, part_pid, voicefleet
+from faultkit import Partition, astatus, inventory, operator_errors, part_pid, voicefleet
 from opit import Kube, OperatorProcess
 from test_operator_lifecycle import condition, room_exists, session_obj, wait_for
 
@@ -96,13 +95,6 @@ async def _clean(kube: Kube, env: dict[str, str], prefix: str, within: float = 1
         await asyncio.sleep(2)
 
 
-def _errors(operator: OperatorProcess, reason: str) -> float:
-    with urllib.request.urlopen(operator.metrics_url, timeout=5) as resp:
-        text = resp.read().decode()
-    match = re.search(rf'voicefleet_errors_total\{{reason="{reason}"\}} ([0-9.e+]+)', text)
-    return float(match.group(1)) if match else 0.0
-
-
 # -- kube-apiserver restarted ---------------------------------------------------------------
 async def test_kube_apiserver_restart_watches_recover_nothing_lost(
     fault_env: dict[str, str],
@@ -162,7 +154,7 @@ async def test_livekit_down_30s_reports_retries_and_converges(
     doomed_room = doomed_conn["room"]
 
     pid = part_pid(stack_dir, "livekit-server")
-    errors_before = _errors(fault_operator, "LiveKitUnavailable")
+    errors_before = operator_errors(fault_operator, "LiveKitUnavailable")
     os.kill(pid, signal.SIGSTOP)
     down_at = time.monotonic()
     try:
@@ -189,7 +181,7 @@ async def test_livekit_down_30s_reports_retries_and_converges(
     finally:
         os.kill(pid, signal.SIGCONT)
     down_seconds = time.monotonic() - down_at
-    errors_down = _errors(fault_operator, "LiveKitUnavailable") - errors_before
+    errors_down = operator_errors(fault_operator, "LiveKitUnavailable") - errors_before
 
     doomed_gone = await _gone(kube, doomed, within=60)
     new_conn = await _dispatched(kube, newcomer, 1, within=60)
@@ -237,14 +229,13 @@ async def test_livekit_unreachable_past_the_finalizer_budget_the_sweep_deletes_t
     # This test only: the operator reaches LiveKit through the partition, with a 10 s
     # finalizer budget and a 5 s sweep (the product's: 60 s / 60 s).
     saved = dict(fault_operator.env)
-    fault_operator.stop()
-    fault_operator.env.update(
+    await asyncio.to_thread(
+        fault_operator.restart,
         LIVEKIT_URL=f"ws://127.0.0.1:{partition.port}",
         VOICEFLEET_WORKER_LIVEKIT_URL=fault_env["LIVEKIT_URL"],
         VOICEFLEET_FINALIZER_BUDGET_SECONDS="10",
         VOICEFLEET_SWEEP_SECONDS="5",
     )
-    await asyncio.to_thread(fault_operator.start)
     try:
         [conn] = await _started(kube, doomed)
         room = conn["room"]

@@ -29,12 +29,11 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import inventory, rooms
+from faultkit import inventory, operator_errors, rooms
 from opit import Kube, OperatorProcess
 from test_operator_lifecycle import session_obj
 
@@ -61,14 +60,6 @@ def _proc(pid: int) -> tuple[float, int, int]:
         except OSError:
             pass
     return rss, fds, sockets
-
-
-def _errors(operator: OperatorProcess) -> float:
-    with urllib.request.urlopen(operator.metrics_url, timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(v) for v in re.findall(r"^voicefleet_errors_total\{[^}]*\} (\S+)$", text, re.M)
-    )
 
 
 def _held(kube: Kube, names: list[str]) -> list[str]:
@@ -133,9 +124,7 @@ def test_500_sessions_held_10_minutes_no_error_no_leak(
 ) -> None:
     kube = fault_kube
     # The product's room check period (the fault suite's operator checks every 2 s).
-    fault_operator.stop()
-    fault_operator.env["VOICEFLEET_ROOM_CHECK_SECONDS"] = "10"
-    fault_operator.start()
+    fault_operator.restart(VOICEFLEET_ROOM_CHECK_SECONDS="10")
     prefix = f"soak{secrets.token_hex(2)}"
     names = [f"{prefix}-{i:04d}" for i in range(SESSIONS)]
     items = [
@@ -158,13 +147,13 @@ def test_500_sessions_held_10_minutes_no_error_no_leak(
     talkers = Talkers(kubectl, stack_env)
     talkers.thread.start()
     samples: list[tuple[float, float, int, int, float, int]] = []
-    errors_at_start = _errors(fault_operator)
+    errors_at_start = operator_errors(fault_operator)
     hold_started = time.monotonic()
     try:
         while (elapsed := time.monotonic() - hold_started) < HOLD_SECONDS:
             rss, fds, socks = _proc(pid)
             room_count = len(asyncio.run(rooms(fault_env, f"vs-{prefix}-")))
-            samples.append((elapsed, rss, fds, socks, _errors(fault_operator), room_count))
+            samples.append((elapsed, rss, fds, socks, operator_errors(fault_operator), room_count))
             time.sleep(SAMPLE_EVERY)
         still_bad = _held(kube, names)
     finally:

@@ -231,5 +231,11 @@ class OperatorProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def restart(self, **env: str) -> None:
+        """Stop, change the given environment variables, start again."""
+        self.stop()
+        self.env.update(env)
+        self.start()
+
     # A killed replica's peering record holds its successor back for this long at most.
     restart_pause_seconds = 20
