@@ -63,8 +63,6 @@ class Settings:
     health_port: int = 8080  # kopf liveness (/healthz); 0: none
     room_check_seconds: float = 10.0
     sweep_seconds: float = 60.0  # period of the orphan room sweep
-    # a new connection's first progress waits this long for more news (one status write)
-    status_hold_seconds: float = 2.0
     one_connection_per_agent: bool = True
     peering_name: str = "voicefleet-operator"
     peering_priority: int = 0
@@ -128,8 +126,6 @@ ENV_DOC: dict[str, str] = {
     "VOICEFLEET_HEALTH_PORT": "liveness /healthz port (8080; 0: none)",
     "VOICEFLEET_ROOM_CHECK_SECONDS": "period of the level-based room check (10)",
     "VOICEFLEET_SWEEP_SECONDS": "period of the orphan room sweep against LiveKit's room list (60)",
-    "VOICEFLEET_STATUS_HOLD_SECONDS": "how long a new connection's first progress may wait "
-    "to be written with the next news, e.g. the worker ready (2; 0: write at once)",
     "VOICEFLEET_ONE_CONNECTION_PER_AGENT": "one live connection per Letta agent (true)",
     "VOICEFLEET_PEERING_NAME": "KopfPeering object (voicefleet-operator)",
     "VOICEFLEET_PEERING_PRIORITY": "kopf peering priority; the higher one is active (0)",
@@ -164,13 +160,6 @@ def _period(env: Mapping[str, str], key: str, default: float) -> float:
     value = _float(env, key, default)
     if value < 1:
         raise ConfigError(f"{key} must be at least 1 (seconds), got {value:g}")
-    return value
-
-
-def _bounded(env: Mapping[str, str], key: str, default: float, low: float, high: float) -> float:
-    value = _float(env, key, default)
-    if not low <= value <= high:
-        raise ConfigError(f"{key} must be between {low:g} and {high:g} (seconds), got {value:g}")
     return value
 
 
@@ -263,7 +252,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         health_port=_int(env, "VOICEFLEET_HEALTH_PORT", 8080),
         room_check_seconds=_float(env, "VOICEFLEET_ROOM_CHECK_SECONDS", 10.0),
         sweep_seconds=_period(env, "VOICEFLEET_SWEEP_SECONDS", 60.0),
-        status_hold_seconds=_bounded(env, "VOICEFLEET_STATUS_HOLD_SECONDS", 2.0, 0.0, 30.0),
         one_connection_per_agent=_bool(env, "VOICEFLEET_ONE_CONNECTION_PER_AGENT", True),
         peering_name=env.get("VOICEFLEET_PEERING_NAME", "").strip() or "voicefleet-operator",
         peering_priority=_int(env, "VOICEFLEET_PEERING_PRIORITY", 0),

@@ -27,7 +27,6 @@ from . import naming as n
 from .api import (
     ConnectionStatus,
     EndReason,
-    Phase,
     VoiceSessionSpec,
     VoiceSessionStatus,
     WorkerOverrides,
@@ -38,7 +37,6 @@ from .api import (
 from .clients.kube import KubeClient, KubernetesUnavailable
 from .clients.livekit import LiveKitClient, LiveKitUnavailable
 from .clients.worker_probe import WorkerReadiness
-from .conditions import Reason, Type
 from .config import Settings
 from .expect import ExpectedUntilSeen
 from .manifests import (
@@ -73,26 +71,6 @@ log = logging.getLogger("voicefleet.operator")
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 IDLE_RECHECK = 300.0  # a session with nothing pending is still looked at now and then
-_HOLDABLE = frozenset({Reason.POD_PENDING, Reason.POD_NOT_READY})
-
-
-def held_for(status: VoiceSessionStatus, now: datetime, hold_seconds: float) -> float | None:
-    """Seconds the write of `status` may wait for more news, or None: write it now.
-
-    A new connection's first progress ("worker … is starting", with the room and pod names)
-    may wait until `hold_seconds` after the connection started: when the worker is ready by
-    then (a warm pod, a quick start) one status write says both. Only a connection starting
-    as it should (phase Connecting, Ready false because its pod is pending or starting); a
-    failure, an end, a wait for another session, the worker ready: written at once.
-    """
-    conn = status.connection
-    if conn is None or conn.ended or status.phase != Phase.CONNECTING:
-        return None
-    ready = next((c for c in status.conditions if c.type == Type.READY), None)
-    if ready is None or ready.reason not in _HOLDABLE:
-        return None
-    left = hold_seconds - (now - conn.started_at).total_seconds()
-    return left if left > 0 else None
 
 
 class RetryLater(Exception):
@@ -512,25 +490,10 @@ async def reconcile_session(
     else:
         # The status write and the plan's actions go out together (one round trip).
         write = changed or key in rt.unwritten
-        hold = held_for(result.status, obs.now, rt.settings.status_hold_seconds) if write else None
-        if hold is not None:
-            failed = await apply(rt, body, ref, spec, result.actions)
-            if not failed:
-                if changed:
-                    rt.statuses[key] = result.status
-                    _record_steps(rt.metrics, status.connection, result.status.connection)
-                rt.unwritten.add(key)
-                rt.failures.pop(key, None)
-                rt.metrics.reconcile_seconds.observe(time.monotonic() - started)
-                soon = 0.0 if result.changes_world else result.requeue_after
-                return min(hold, soon) if soon is not None else hold
-            # A failed action: the status is written now, with the condition that says why.
-            written = await _write_status(rt, ref, result.status)
-        else:
-            written, failed = await asyncio.gather(
-                _write_status(rt, ref, result.status) if write else _nothing(),
-                apply(rt, body, ref, spec, result.actions),
-            )
+        written, failed = await asyncio.gather(
+            _write_status(rt, ref, result.status) if write else _nothing(),
+            apply(rt, body, ref, spec, result.actions),
+        )
     if isinstance(written, KubernetesUnavailable):
         return _backoff(rt, key, str(written), "KubernetesUnavailable")
     if written is False:

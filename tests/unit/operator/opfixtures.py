@@ -15,9 +15,6 @@ ENV = {
     "NAMESPACE": "voicefleet",
     "VOICEFLEET_WORKER_IMAGE": "voicefleet-worker:test",
     "VOICEFLEET_WORKER_TOLERATIONS": '[{"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"}]',
-    # Every status change written at once: the tables below test what is written, not when
-    # (the hold has a test of its own in test_operator_reconcile.py).
-    "VOICEFLEET_STATUS_HOLD_SECONDS": "0",
 }
 
 

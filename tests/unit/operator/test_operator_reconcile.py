@@ -8,7 +8,6 @@ from typing import Any, cast
 
 import pytest
 from opfakes import FakeKube, FakeLiveKit
-from opfixtures import at
 from prometheus_client import CollectorRegistry
 
 from voicefleet_operator.api import parse_status
@@ -21,7 +20,6 @@ from voicefleet_operator.reconcile import (
     AgentClaims,
     RetryLater,
     Runtime,
-    held_for,
     reconcile_session,
     sweep_orphan_rooms,
     teardown_session,
@@ -84,73 +82,6 @@ async def test_first_pass_creates_and_the_next_writes_what_it_sees(settings: Set
     assert any(e[:2] == ("Normal", "ConnectionStarted") for e in events)
     pod = kube.pods[status.connection.pod]
     assert pod["spec"]["containers"][0]["image"] == settings.worker.image
-
-
-async def test_a_new_connections_first_progress_waits_for_the_worker_ready_in_one_write(
-    settings: Settings,
-) -> None:
-    """VOICEFLEET_STATUS_HOLD_SECONDS: "worker is starting" is held (not written) while the
-    connection is younger than the hold; the worker ready then makes one write with both."""
-    rt, kube, lk, _ = runtime(dataclasses.replace(settings, status_hold_seconds=30.0))
-    await reconcile_session(rt, body(), [])  # the creates
-    delay = await reconcile_session(rt, body(), [])  # would write "starting": held
-    assert not kube.status_writes and delay is not None and 0 < delay <= 30.0
-    pod = next(iter(kube.pods))
-    kube.ready.add(pod)
-    await reconcile_session(rt, body(), [])  # the worker is ready: written at once
-    assert len(kube.status_writes) == 1
-    status = last_status(kube)
-    assert status.connection.pod == pod and status.connection.pod_ready_at is not None
-    assert status.connection.room in lk.rooms
-
-
-async def test_a_held_status_is_written_when_its_hold_is_over(settings: Settings) -> None:
-    # Status times are whole seconds (as the API server keeps them): a 1 s hold.
-    rt, kube, _, _ = runtime(dataclasses.replace(settings, status_hold_seconds=1.0))
-    await reconcile_session(rt, body(), [])
-    delay = await reconcile_session(rt, body(), [])
-    assert not kube.status_writes and delay is not None and delay <= 1.0
-    await asyncio.sleep(delay + 0.05)
-    await reconcile_session(rt, body(), [])  # the deadline's pass: nothing new, but unwritten
-    assert len(kube.status_writes) == 1
-    assert last_status(kube).conditions[-1].reason in ("PodPending", "PodNotReady")
-
-
-def test_only_a_connection_starting_as_it_should_is_held() -> None:
-    from voicefleet_operator.api import (
-        ConnectionStatus,
-        EndReason,
-        Phase,
-        VoiceSessionStatus,
-    )
-    from voicefleet_operator.conditions import Condition, Reason, Type
-
-    started = at(0)
-
-    def status(phase: Phase, reason: str, ended: bool = False) -> VoiceSessionStatus:
-        conn = ConnectionStatus(id=1, started_at=started, room="r", pod="p")
-        if ended:
-            conn = conn.model_copy(update={"ended_at": at(1), "end_reason": EndReason.USER_LEFT})
-        ready = Condition(
-            type=Type.READY, status="False", reason=reason, message="", last_transition_time=started
-        )
-        return VoiceSessionStatus(phase=phase, connection=conn, conditions=[ready])
-
-    assert held_for(status(Phase.CONNECTING, Reason.POD_NOT_READY), at(0.5), 2.0) == 1.5
-    assert held_for(status(Phase.CONNECTING, Reason.POD_PENDING), at(1.0), 2.0) == 1.0
-    assert held_for(status(Phase.CONNECTING, Reason.POD_NOT_READY), at(2.5), 2.0) is None
-    assert held_for(status(Phase.CONNECTING, Reason.POD_NOT_READY), at(0.5), 0.0) is None
-    for phase, reason in (
-        (Phase.CONNECTING, Reason.UNSCHEDULABLE),
-        (Phase.CONNECTING, Reason.LETTA_UNAVAILABLE),
-        (Phase.CONNECTING, Reason.AGENT_BUSY),
-        (Phase.FAILED, Reason.WORKER_FAILED),
-        (Phase.READY, Reason.AGENT_READY),
-    ):
-        assert held_for(status(phase, reason), at(0.5), 2.0) is None, reason
-    assert (
-        held_for(status(Phase.CONNECTING, Reason.POD_NOT_READY, ended=True), at(0.5), 2.0) is None
-    )
 
 
 async def test_a_restarted_operator_finds_what_an_unrecorded_pass_created(
