@@ -498,7 +498,7 @@ def run(env: dict[str, str], work: Path) -> dict[str, Any]:
     operator.env.pop("VOICEFLEET_FINALIZER_BUDGET_SECONDS", None)
     operator.env["VOICEFLEET_WORKER_TOLERATIONS"] = KWOK_TOLERATIONS
     operator.env["VOICEFLEET_WORKER_NODE_SELECTOR"] = KWOK_NODE_SELECTOR
-    # A/B runs of operator settings: BENCH_OPERATOR_ENV='{"VOICEFLEET_STATUS_HOLD_SECONDS": "0"}'
+    # A/B runs of operator settings: BENCH_OPERATOR_ENV='{"VOICEFLEET_API_MAX_INFLIGHT": "16"}'
     extra = json.loads(os.environ.get("BENCH_OPERATOR_ENV") or "{}")
     if not isinstance(extra, dict) or not all(str(k).startswith("VOICEFLEET_") for k in extra):
         raise SystemExit("BENCH_OPERATOR_ENV: a JSON object of VOICEFLEET_* variables")
