@@ -74,10 +74,7 @@ class LiveKitClient:
             raise LiveKitUnavailable(f"{what}: {type(exc).__name__}") from exc
 
     async def _room_names(self) -> frozenset[str]:
-        rooms = await self._call(
-            "list_rooms", "listing rooms", self._api.room.list_rooms(api.ListRoomsRequest())
-        )
-        return frozenset(r.name for r in rooms.rooms)
+        return frozenset(name for name, _, _ in await self.list_rooms())
 
     async def observe_room(self, room: str, dispatches_if_no_agent: bool) -> RoomView:
         """The room's participants; its dispatches too when asked and no agent is in it.
