@@ -138,13 +138,13 @@ class EventPoster:
             try:
                 await self._kube.create_event(namespace, event)
                 return
-            except KubernetesUnavailable as exc:
+            except KubernetesUnavailable as exc:  # no answer, 5xx, 429, and refusals alike
                 if attempt == ATTEMPTS:
                     log.warning("event %s dropped: %s", event["reason"], exc)
                     self._on_dropped()
                     return
                 await asyncio.sleep(RETRY_SECONDS * attempt)
-            except Exception:  # a refusal (403, 422): an Event is never worth a crash
+            except Exception:  # anything unexpected: an Event is never worth a crash
                 log.exception("event %s refused", event["reason"])
                 self._on_dropped()
                 return
