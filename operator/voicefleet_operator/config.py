@@ -76,6 +76,8 @@ class Settings:
     api_max_inflight: int = 48
     # Kubernetes Events posted at once (kopf posts them in the background, behind the work).
     event_posters: int = 4
+    # Events posted per second at most (a burst of sessions waits for no Event); 0: no limit.
+    events_per_second: float = 50.0
     # The warm pool (SPEC "Warm pool"): idle, registered workers a new connection claims
     # instead of waiting for a cold start; recycled after max age. 0: no pool.
     warm_pool_size: int = 0
@@ -134,6 +136,7 @@ ENV_DOC: dict[str, str] = {
     "VOICEFLEET_FINALIZER_BUDGET_SECONDS": "how long deletion waits for LiveKit (60)",
     "VOICEFLEET_API_MAX_INFLIGHT": "calls in flight to the API server, and to LiveKit (48)",
     "VOICEFLEET_EVENT_POSTERS": "Kubernetes Events posted at once (4)",
+    "VOICEFLEET_EVENTS_PER_SECOND": "Kubernetes Events posted per second at most (50; 0: no limit)",
     "VOICEFLEET_WARM_POOL_SIZE": "idle warm workers kept ready (0: no pool)",
     "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS": "age at which a warm worker is replaced (3600)",
     "VOICEFLEET_MAX_WORKERS": "cap on live worker pods; beyond it CapacityExceeded (0: none)",
@@ -260,6 +263,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         finalizer_budget_seconds=_float(env, "VOICEFLEET_FINALIZER_BUDGET_SECONDS", 60.0),
         api_max_inflight=max(1, _int(env, "VOICEFLEET_API_MAX_INFLIGHT", 48)),
         event_posters=max(1, _int(env, "VOICEFLEET_EVENT_POSTERS", 4)),
+        events_per_second=max(0.0, _float(env, "VOICEFLEET_EVENTS_PER_SECOND", 50.0)),
         warm_pool_size=max(0, _int(env, "VOICEFLEET_WARM_POOL_SIZE", 0)),
         warm_pool_max_age_seconds=max(
             10.0, _float(env, "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS", 3600.0)

@@ -6,6 +6,12 @@ of sessions every pod create and status write goes before any Event (kopf's own 
 would send them as soon as they are queued, competing with the work for the API server).
 The queue is bounded like client-go's event broadcaster: when it is full the oldest queued
 Event is dropped and counted (`voicefleet_events_dropped_total`), never the work.
+
+Posting is also held to a rate (a token bucket, `per_second` with a burst of as many, like
+client-go's QPS limit): in a burst of a thousand sessions the API server, not the operator,
+is the bottleneck, and the three Events of each new connection are about a third of the
+writes it asks of it. The Events then trail the burst; each keeps the time of its decision
+(`firstTimestamp`), so the trace reads the same once it is posted.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +71,36 @@ def build_event(
     }
 
 
+class TokenBucket:
+    """`rate` tokens a second, at most `rate` saved up (at least 1); rate 0: no limit."""
+
+    def __init__(self, rate: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
+        self._monotonic = monotonic
+        self._at = monotonic()
+
+    def wait_seconds(self) -> float:
+        """Take a token if one is there (0.0), else how long until the next one is."""
+        if self._rate <= 0:
+            return 0.0
+        now = self._monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+    async def take(self) -> None:
+        while True:
+            delay = self.wait_seconds()
+            if delay <= 0:
+                return
+            await asyncio.sleep(delay)  # a time to wait out, not an event to wait for
+
+
 class EventPoster:
     def __init__(
         self,
@@ -73,8 +110,10 @@ class EventPoster:
         on_dropped: Callable[[], None] = lambda: None,
         queue_max: int = QUEUE_MAX,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        per_second: float = 0.0,
     ) -> None:
         self._kube = kube
+        self._bucket = TokenBucket(per_second)
         self._component = component
         self._posters = max(1, posters)
         self._on_dropped = on_dropped
@@ -125,10 +164,12 @@ class EventPoster:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            event = self._queue.popleft()
             self._posting += 1
             try:
-                await self._post(event)
+                await self._bucket.take()
+                if not self._queue:  # another poster took the last one meanwhile
+                    continue
+                await self._post(self._queue.popleft())
             finally:
                 self._posting -= 1
 

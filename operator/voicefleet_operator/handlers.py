@@ -108,7 +108,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     kube.observe = metrics.api_observer("kubernetes")
     livekit.observe = metrics.api_observer("livekit")
-    memo.events = EventPoster(kube, n.MANAGER, cfg.event_posters, metrics.events_dropped.inc)
+    memo.events = EventPoster(
+        kube,
+        n.MANAGER,
+        cfg.event_posters,
+        metrics.events_dropped.inc,
+        per_second=cfg.events_per_second,
+    )
     memo.events.start()
     memo.runtime = Runtime(
         settings=cfg,

@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Files live under $VOICEFLEET_HOME (default ~/.cache/voicefleet); the running "
         "stack under $VOICEFLEET_STACK_DIR (default $VOICEFLEET_HOME/stack). The operator's "
         "VOICEFLEET_WARM_POOL_SIZE, VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS, VOICEFLEET_MAX_WORKERS, "
-        "VOICEFLEET_API_MAX_INFLIGHT, VOICEFLEET_EVENT_POSTERS and VOICEFLEET_ROOM_CHECK_SECONDS "
+        "VOICEFLEET_API_MAX_INFLIGHT, VOICEFLEET_EVENT_POSTERS, VOICEFLEET_EVENTS_PER_SECOND and "
+        "VOICEFLEET_ROOM_CHECK_SECONDS "
         "are passed on from the environment of `up` (for example VOICEFLEET_WARM_POOL_SIZE=2 "
         "voicefleet up: a warm pool of 2).",
     )

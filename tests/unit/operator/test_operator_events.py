@@ -10,7 +10,7 @@ import pytest
 
 from voicefleet_operator import events
 from voicefleet_operator.clients.kube import KubernetesUnavailable
-from voicefleet_operator.events import EventPoster, build_event
+from voicefleet_operator.events import EventPoster, TokenBucket, build_event
 
 SESSION = {
     "apiVersion": "voicefleet.dev/v1alpha1",
@@ -94,3 +94,34 @@ async def test_an_unreachable_api_server_is_retried_then_the_event_dropped(
     poster.record(SESSION, "Normal", "Lost", "m")
     await poster.stop(drain_seconds=2.0)
     assert [b["reason"] for _, b in kube.posted] == ["Retried"] and dropped == [1]
+
+
+def test_the_bucket_gives_a_burst_of_rate_tokens_then_one_per_interval() -> None:
+    now = [100.0]
+    bucket = TokenBucket(4.0, monotonic=lambda: now[0])
+    assert [bucket.wait_seconds() for _ in range(4)] == [0.0] * 4  # the burst
+    assert bucket.wait_seconds() == pytest.approx(0.25)  # empty: the next token in 1/rate
+    now[0] += 0.25
+    assert bucket.wait_seconds() == 0.0
+    assert bucket.wait_seconds() == pytest.approx(0.25)
+    now[0] += 60.0  # an idle minute saves up no more than the burst
+    assert [bucket.wait_seconds() for _ in range(5)][-1] == pytest.approx(0.25)
+
+
+def test_a_bucket_of_rate_zero_never_holds_anything_back() -> None:
+    bucket = TokenBucket(0.0, monotonic=lambda: 0.0)
+    assert {bucket.wait_seconds() for _ in range(1000)} == {0.0}
+
+
+async def test_a_rate_limited_poster_posts_everything_in_order_at_that_rate() -> None:
+    kube = Kube()
+    poster = EventPoster(kube, "c", posters=4, per_second=50.0)  # type: ignore[arg-type]
+    for i in range(60):
+        poster.record(SESSION, "Normal", f"R{i}", "m")
+    poster.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await poster.stop(drain_seconds=5.0)
+    # The burst of 50 goes at once, the other 10 at 50 a second: never sooner than 0.2 s.
+    assert len(kube.posted) == 60 and loop.time() - started >= 0.19
+    assert [b["reason"] for _, b in kube.posted] == [f"R{i}" for i in range(60)]
