@@ -252,8 +252,11 @@ class VoiceJob:
                 "preemptive_generation": {"enabled": False},
             },
             user_away_timeout=None,
-            # Closing waits this long for a last transcript; input is already off by then.
-            session_close_transcript_timeout=0.5,
+            # Closing would wait this long for a last transcript of the user's speech. The job
+            # stops taking input before it closes (SPEC: SIGTERM stops input first), so there is
+            # no turn left to transcribe: every wait here delays the exit the session's next
+            # worker waits for (SPEC rule 3).
+            session_close_transcript_timeout=0.0,
         )
 
     async def start_session(self, session: AgentSession[None]) -> None:
@@ -315,11 +318,17 @@ class VoiceJob:
         try:
             started = time.monotonic()
             abandoned = await brain.flush(self._deps.flush_timeout)
-            self._deps.metrics.flush_seconds.observe(time.monotonic() - started)
+            flushed = time.monotonic()
+            self._deps.metrics.flush_seconds.observe(flushed - started)
             if abandoned:
                 self._deps.metrics.flush_abandoned.inc(abandoned)
             if session is not None:
                 await session.aclose()
+            log.info(
+                "job ended: Letta writes flushed in %.2f s, session closed in %.2f s",
+                flushed - started,
+                time.monotonic() - flushed,
+            )
         finally:
             await brain.aclose()
             self._ctx.shutdown(reason)  # the framework then leaves the room
