@@ -270,9 +270,10 @@ class Talk:
     answer: str
     agents: int
     joined: float
-    greeted: float
+    greeted: float  # the greeting began (the agent listens) or, with `barge_in=False`, ended
     sent: float
-    answered: float
+    answer_started: float  # the agent began saying the answer
+    answered: float  # ... and finished saying it
     left: float
 
     @property
@@ -288,27 +289,37 @@ async def talk(
     expect: str,
     within: float = 60,
     on_answer: Callable[[], object] | None = None,
+    barge_in: bool = False,
 ) -> Talk:
     """Join `room` as `user`, say `text`, wait for an answer containing `expect`, leave.
 
-    `on_answer` runs after the answer and before leaving (the benchmark reads RSS there)."""
+    The user speaks once the greeting has been said, or with `barge_in` as soon as the agent
+    starts greeting (it listens from then on; the words interrupt the greeting, as a user
+    who comes back mid-conversation does). `on_answer` runs after the answer and before
+    leaving (the benchmark reads RSS there)."""
     human = Human(stack_env, room, user)
     await human.join()
     joined = time.monotonic()
     try:
         # The agent greets once it listens; words sent before that have no one to hear them.
-        await human.wait_for(lambda t: True, within=within)
-        greeted = sent = time.monotonic()
+        if barge_in:
+            greeted = await human.wait_for_speech(within=within)
+        else:
+            await human.wait_for(lambda t: True, within=within)
+            greeted = time.monotonic()
+        sent = time.monotonic()
         since = len(human.transcripts)
         await human.say_text(text)
-        answer = await human.wait_for(lambda t: expect in t, within=within, since=since)
+        answer, answer_started = await human.wait_for_said(
+            lambda t: expect in t, within=within, since=since
+        )
         answered = time.monotonic()
         agents = len(human.agents_in_room())
         if on_answer is not None:
             on_answer()
     finally:
         await human.leave()
-    return Talk(answer, agents, joined, greeted, sent, answered, time.monotonic())
+    return Talk(answer, agents, joined, greeted, sent, answer_started, answered, time.monotonic())
 
 
 # -- worker processes on the host node ------------------------------------------------------

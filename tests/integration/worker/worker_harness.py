@@ -22,8 +22,11 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from livekit import api, rtc
+
+_T = TypeVar("_T")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOPIC_CHAT = "lk.chat"
@@ -169,6 +172,11 @@ class Human:
         self.identity = identity
         self.room = rtc.Room()
         self.transcripts: list[tuple[str, str]] = []  # (participant identity, text)
+        # time.monotonic() each transcript's stream opened, index for index with
+        # `transcripts`: the agent's transcription is synchronised with its audio, so a
+        # stream opens when the agent starts saying it.
+        self.opened_at: list[float] = []
+        self.streams_opened: list[tuple[str, float]] = []  # streams begun, finished or not
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -183,9 +191,14 @@ class Human:
         await self.room.connect(self.stack_env["LIVEKIT_URL"], token)
 
     def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        opened = time.monotonic()
+        self.streams_opened.append((identity, opened))
+        self._changed.set()
+
         async def read() -> None:
             text = await reader.read_all()
             self.transcripts.append((identity, text))
+            self.opened_at.append(opened)
             self._changed.set()
 
         task = asyncio.create_task(read())
@@ -199,16 +212,41 @@ class Human:
         self, predicate: Callable[[str], bool], within: float = 30.0, since: int = 0
     ) -> str:
         """The first agent transcript (index >= since) matching `predicate`."""
+        return (await self.wait_for_said(predicate, within, since))[0]
+
+    async def wait_for_said(
+        self, predicate: Callable[[str], bool], within: float = 30.0, since: int = 0
+    ) -> tuple[str, float]:
+        """Like `wait_for`: the transcript, and the instant the agent started saying it."""
+
+        def found() -> tuple[str, float] | None:
+            for i in range(since, len(self.transcripts)):
+                identity, text = self.transcripts[i]
+                if identity != self.identity and predicate(text):
+                    return text, self.opened_at[i]
+            return None
+
+        return await self._until(found, within, lambda: f"got {self.transcripts[since:]}")
+
+    async def wait_for_speech(self, within: float = 30.0) -> float:
+        """Until the agent starts saying something (its first transcription stream opens)."""
+
+        def begun() -> float | None:
+            return next((t for who, t in self.streams_opened if who != self.identity), None)
+
+        return await self._until(begun, within, lambda: "the agent said nothing")
+
+    async def _until(
+        self, check: Callable[[], _T | None], within: float, what: Callable[[], str]
+    ) -> _T:
         deadline = time.monotonic() + within
         while True:
-            for identity, text in self.transcripts[since:]:
-                if identity != self.identity and predicate(text):
-                    return text
+            result = check()
+            if result is not None:
+                return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(
-                    f"no matching transcript in {within} s; got {self.transcripts[since:]}"
-                )
+                raise AssertionError(f"no matching transcript in {within} s; {what()}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
