@@ -22,7 +22,9 @@ model), observed the same way:
 
 A connection, on either side: request → an AGENT participant is in the room (LiveKit's
 ListParticipants, polled every 50 ms: `agent`) → the user joins (a real LiveKit
-participant) and, as soon as the agent starts greeting (it listens from then on), sends
+participant that publishes a silent microphone track on joining, as the browser client does;
+without one LiveKit tells the agent about the user only in its 3 s batches) and, as soon as
+the agent starts greeting (it listens from then on), sends
 `cycle <n>` on `lk.chat`, which interrupts the greeting → the agent starts saying the answer
 `You said: cycle <n>` (`answer`: its `lk.transcription` stream opens; LiveKit Agents opens it
 with the audio, so this is when the user starts hearing it) → the answer has been said →
@@ -169,6 +171,7 @@ class Side:
                 within=STEP_SECONDS,
                 on_answer=lambda: rss.append(read_rss(pid)),
                 barge_in=True,
+                microphone=True,
             )
             result.left_at = visit.left
             result.request_to_answer = visit.answer_started - started

@@ -290,14 +290,16 @@ async def talk(
     within: float = 60,
     on_answer: Callable[[], object] | None = None,
     barge_in: bool = False,
+    microphone: bool = False,
 ) -> Talk:
     """Join `room` as `user`, say `text`, wait for an answer containing `expect`, leave.
 
     The user speaks once the greeting has been said, or with `barge_in` as soon as the agent
     starts greeting (it listens from then on; the words interrupt the greeting, as a user
-    who comes back mid-conversation does). `on_answer` runs after the answer and before
+    who comes back mid-conversation does). `microphone`: the user publishes a (silent)
+    microphone track on joining, as a browser does (see `Human`). `on_answer` runs after the answer and before
     leaving (the benchmark reads RSS there)."""
-    human = Human(stack_env, room, user)
+    human = Human(stack_env, room, user, microphone=microphone)
     await human.join()
     joined = time.monotonic()
     try:

@@ -166,10 +166,17 @@ async def dispatch(
 class Human:
     """A real participant: joins with a token, talks on lk.chat, reads lk.transcription."""
 
-    def __init__(self, stack_env: dict[str, str], room: str, identity: str) -> None:
+    def __init__(
+        self, stack_env: dict[str, str], room: str, identity: str, microphone: bool = False
+    ) -> None:
         self.stack_env = stack_env
         self.room_name = room
         self.identity = identity
+        # A browser user publishes its microphone on joining. LiveKit tells the others about
+        # a participant that publishes nothing only in batches (every 3 s: livekit-server
+        # pkg/rtc/room.go, subscriberUpdateInterval), so without one the agent may learn of
+        # the user up to 3 s late and greets that much later.
+        self.microphone = microphone
         self.room = rtc.Room()
         self.transcripts: list[tuple[str, str]] = []  # (participant identity, text)
         # time.monotonic() each transcript's stream opened, index for index with
@@ -189,6 +196,11 @@ class Human:
         )
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_transcription)
         await self.room.connect(self.stack_env["LIVEKIT_URL"], token)
+        if self.microphone:  # a silent one: this user speaks on lk.chat
+            track = rtc.LocalAudioTrack.create_audio_track("microphone", rtc.AudioSource(48000, 1))
+            await self.room.local_participant.publish_track(
+                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            )
 
     def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
         opened = time.monotonic()
