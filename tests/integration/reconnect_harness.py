@@ -297,8 +297,8 @@ async def talk(
     The user speaks once the greeting has been said, or with `barge_in` as soon as the agent
     starts greeting (it listens from then on; the words interrupt the greeting, as a user
     who comes back mid-conversation does). `microphone`: the user publishes a (silent)
-    microphone track on joining, as a browser does (see `Human`). `on_answer` runs after the answer and before
-    leaving (the benchmark reads RSS there)."""
+    microphone track on joining, as a browser does (see `Human`). `on_answer` runs after
+    the answer and before leaving (the benchmark reads RSS there)."""
     human = Human(stack_env, room, user, microphone=microphone)
     await human.join()
     joined = time.monotonic()

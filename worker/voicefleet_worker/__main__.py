@@ -109,11 +109,11 @@ def exit_now(code: int) -> None:
     """Leave the process at once, after an orderly shutdown has run.
 
     By the time `main` returns, the job has flushed its Letta writes, left the room and
-    closed its connection to LiveKit, and the health server is closed. What Python would still do
-    is tear down the interpreter: the native speech and LiveKit libraries take ~0.4 s for it,
-    and the operator waits for this process to be gone before the session's next worker may
-    load memory (SPEC rule 3), so a reconnect would wait for it too. Logs and stdio are
-    flushed first; nothing else is left to write."""
+    closed its connection to LiveKit, and the health server is closed. What Python would
+    still do is tear down the interpreter: the native speech and LiveKit libraries take
+    ~0.4 s for it, and the operator waits for this process to be gone before the session's
+    next worker may load memory (SPEC rule 3), so a reconnect would wait for it too. Logs
+    and stdio are flushed first; nothing else is left to write."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
