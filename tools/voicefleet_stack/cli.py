@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import stack
+from . import components, stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,9 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         "PostgreSQL and a Letta server with a deterministic scripted model, all on 127.0.0.1.",
         epilog="Files live under $VOICEFLEET_HOME (default ~/.cache/voicefleet); the running "
         "stack under $VOICEFLEET_STACK_DIR (default $VOICEFLEET_HOME/stack). The operator's "
-        "VOICEFLEET_WARM_POOL_SIZE, VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS, VOICEFLEET_MAX_WORKERS, "
-        "VOICEFLEET_API_MAX_INFLIGHT, VOICEFLEET_EVENT_POSTERS, VOICEFLEET_EVENTS_PER_SECOND and "
-        "VOICEFLEET_ROOM_CHECK_SECONDS "
+        f"{', '.join(components.OPERATOR_TUNABLES)} "
         "are passed on from the environment of `up` (for example VOICEFLEET_WARM_POOL_SIZE=2 "
         "voicefleet up: a warm pool of 2).",
     )
