@@ -176,7 +176,7 @@ class Side:
             result.left_at = visit.left
             result.request_to_answer = visit.answer_started - started
             result.message_to_answer = visit.answer_started - visit.sent
-            result.message_to_answer_end = visit.answered - visit.sent
+            result.message_to_answer_end = visit.answer_seconds
             result.agent_to_greeting = visit.greeted - agent_at
             if left_at is not None:
                 result.leave_to_answer = visit.answer_started - left_at
