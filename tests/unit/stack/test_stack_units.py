@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from voicefleet_stack import stack
+from voicefleet_stack import letta, stack
 from voicefleet_stack.certs import CertificateAuthority
 from voicefleet_stack.kube import ControlPlane
 from voicefleet_stack.parts import StackContext
@@ -82,3 +82,17 @@ def test_control_plane_parts_bind_to_loopback_only(tmp_path: Path) -> None:
     assert "0.0.0.0" not in argv
     assert "--authorization-mode=Node,RBAC" in argv
     assert "--bind-address=127.0.0.1" in argv
+
+
+def test_letta_server_keeps_a_pool_of_database_connections(tmp_path: Path) -> None:
+    """Letta's default opens a connection (and a SCRAM handshake) per query: ~0.5 s a turn."""
+    ctx = _ctx(tmp_path)
+    server = letta.letta_server_env(ctx)
+    assert server["LETTA_DISABLE_SQLALCHEMY_POOLING"] == "false"
+    # its pooled engine asks for TLS unless told; the stack's loopback database has none
+    assert server["LETTA_PG_URI"] == letta.letta_pg_uri(ctx) + "?sslmode=disable"
+    # the migrations' driver refuses `sslmode`: they keep the plain URI
+    migrations = letta.letta_env(ctx)
+    assert migrations["LETTA_PG_URI"] == letta.letta_pg_uri(ctx)
+    assert "LETTA_DISABLE_SQLALCHEMY_POOLING" not in migrations
+    assert letta.letta_part(ctx).env == server
