@@ -119,11 +119,16 @@ class Cycle:
     error: str = ""
     request_to_agent: float | None = None
     request_to_answer: float | None = None
+    # "answer" instants: the user hears the answer begin (its audio); `_transcript`: its
+    # transcript stream opens instead (paced to the audio, ~0.03-0.25 s later; the figure of
+    # the runs before 2026-11-27).
     leave_to_answer: float | None = None  # reconnect only: from the user leaving
+    leave_to_answer_transcript: float | None = None
     leave_to_answer_end: float | None = None  # ... until the answer has been said
     message_to_answer: float | None = None
+    message_to_answer_transcript: float | None = None
     message_to_answer_end: float | None = None
-    agent_to_greeting: float | None = None  # agent in the room → greeting begins (user joined)
+    agent_to_greeting: float | None = None  # agent in the room → greeting heard (user joined)
     rss_mb: float | None = None
     rss_anon_mb: float | None = None
     pid: int | None = None
@@ -172,14 +177,18 @@ class Side:
                 on_answer=lambda: rss.append(read_rss(pid)),
                 barge_in=True,
                 microphone=True,
+                listen=True,
             )
+            heard = visit.answer_heard
             result.left_at = visit.left
-            result.request_to_answer = visit.answer_started - started
-            result.message_to_answer = visit.answer_started - visit.sent
+            result.request_to_answer = None if heard is None else heard - started
+            result.message_to_answer = None if heard is None else heard - visit.sent
+            result.message_to_answer_transcript = visit.answer_started - visit.sent
             result.message_to_answer_end = visit.answer_seconds
             result.agent_to_greeting = visit.greeted - agent_at
             if left_at is not None:
-                result.leave_to_answer = visit.answer_started - left_at
+                result.leave_to_answer = None if heard is None else heard - left_at
+                result.leave_to_answer_transcript = visit.answer_started - left_at
                 result.leave_to_answer_end = visit.answered - left_at
             if rss:
                 result.rss_mb, result.rss_anon_mb = rss[0]["rss_mb"], rss[0]["rss_anon_mb"]
@@ -359,10 +368,15 @@ def describe(c: Cycle) -> str:
     head = f"{c.side} cycle {c.cycle} ({c.kind})"
     if not c.ok:
         return f"{head}: FAILED {c.error}"
-    extra = f", leave→answer {s(c.leave_to_answer)}" if c.kind == "reconnect" else ""
+    extra = (
+        f", leave→answer heard {s(c.leave_to_answer)} (transcript {s(c.leave_to_answer_transcript)})"
+        if c.kind == "reconnect"
+        else ""
+    )
     return (
-        f"{head}: agent {s(c.request_to_agent)}, answer {s(c.request_to_answer)}"
-        f" (message→answer {s(c.message_to_answer)}){extra}, RSS {c.rss_mb} MB"
+        f"{head}: agent {s(c.request_to_agent)}, greeting heard {s(c.agent_to_greeting)} later,"
+        f" answer heard {s(c.request_to_answer)} (message→answer {s(c.message_to_answer)})"
+        f"{extra}, RSS {c.rss_mb} MB"
     )
 
 
@@ -396,6 +410,11 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
     base_connect = latency_figures(of("baseline", "connect", "request_to_agent"))
     vf_reconnect = latency_figures(of("voicefleet", "reconnect", "leave_to_answer"))
     base_reconnect = latency_figures(of("baseline", "reconnect", "leave_to_answer"))
+    vf_reconnect_text = latency_figures(of("voicefleet", "reconnect", "leave_to_answer_transcript"))
+    base_reconnect_text = latency_figures(of("baseline", "reconnect", "leave_to_answer_transcript"))
+    warm_reconnect_text = latency_figures(
+        of("voicefleet-warm", "reconnect", "leave_to_answer_transcript")
+    )
     vf_reconnect_end = latency_figures(of("voicefleet", "reconnect", "leave_to_answer_end"))
     base_reconnect_end = latency_figures(of("baseline", "reconnect", "leave_to_answer_end"))
     vf_rss, base_rss = rss_series("voicefleet"), rss_series("baseline")
@@ -438,6 +457,12 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
             "baseline_message_to_answer_p50_ms": latency_figures(
                 of("baseline", None, "message_to_answer")
             )["p50_ms"],
+            "message_to_answer_transcript_p50_ms": latency_figures(
+                of("voicefleet", None, "message_to_answer_transcript")
+            )["p50_ms"],
+            "baseline_message_to_answer_transcript_p50_ms": latency_figures(
+                of("baseline", None, "message_to_answer_transcript")
+            )["p50_ms"],
             "message_to_answer_end_p50_ms": latency_figures(
                 of("voicefleet", None, "message_to_answer_end")
             )["p50_ms"],
@@ -445,12 +470,15 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
         },
         "reconnect": {
             "what": (
-                "user left → reconnect requested at once → the agent starts answering the "
-                "first message (sent as soon as the agent starts greeting)"
+                "user left → reconnect requested at once → the user hears the agent start "
+                "answering the first message (sent as soon as the greeting is heard)"
             ),
             "p50_ms": vf_reconnect["p50_ms"],
             "p99_ms": vf_reconnect["p99_ms"],
             "n": vf_reconnect["n"],
+            "transcript_p50_ms": vf_reconnect_text["p50_ms"],
+            "baseline_longlived_transcript_p50_ms": base_reconnect_text["p50_ms"],
+            "warm_transcript_p50_ms": warm_reconnect_text["p50_ms"],
             "answer_end_p50_ms": vf_reconnect_end["p50_ms"],
             "baseline_longlived_answer_end_p50_ms": base_reconnect_end["p50_ms"],
             "warm_p50_ms": warm_reconnect["p50_ms"],
@@ -560,33 +588,45 @@ def tables(results: dict[str, Any]) -> str:
             "",
         ),
         (
-            "agent in room → greeting begins p50 (ms)",
+            "agent in room → greeting heard p50 (ms)",
             fmt(c["agent_to_greeting_p50_ms"]),
             fmt(c["baseline_agent_to_greeting_p50_ms"]),
             "",
         ),
         (
-            "message → answer begins p50 (ms)",
+            "message → answer heard p50 (ms)",
             fmt(c["message_to_answer_p50_ms"]),
             fmt(c["baseline_message_to_answer_p50_ms"]),
             "",
         ),
         (
-            "reconnect: left → answer begins p50 (ms)",
+            "message → answer transcript begins p50 (ms)",
+            fmt(c["message_to_answer_transcript_p50_ms"]),
+            fmt(c["baseline_message_to_answer_transcript_p50_ms"]),
+            "",
+        ),
+        (
+            "reconnect: left → answer heard p50 (ms)",
             fmt(r["p50_ms"]),
             fmt(r["baseline_longlived_p50_ms"]),
             GOALS["reconnect_p50_ms"],
         ),
         (
-            "reconnect: left → answer begins p99 (ms)",
+            "reconnect: left → answer heard p99 (ms)",
             fmt(r["p99_ms"]),
             fmt(r["baseline_longlived_p99_ms"]),
             "",
         ),
         (
-            "reconnect, warm pool: left → answer begins p50 (ms)",
+            "reconnect, warm pool: left → answer heard p50 (ms)",
             f"{fmt(r['warm_p50_ms'])} (n={r['warm_n']})",
             f"{fmt(r['warm_phase_baseline_p50_ms'])} (same phase)",
+            "",
+        ),
+        (
+            "reconnect: left → answer transcript begins p50 (ms)",
+            f"{fmt(r['transcript_p50_ms'])}, warm {fmt(r['warm_transcript_p50_ms'])}",
+            fmt(r["baseline_longlived_transcript_p50_ms"]),
             "",
         ),
         (

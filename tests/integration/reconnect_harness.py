@@ -275,6 +275,9 @@ class Talk:
     answer_started: float  # the agent began saying the answer
     answered: float  # ... and finished saying it
     left: float
+    # With `listen`: when the user heard the greeting and the answer begin (None: not heard).
+    greeting_heard: float | None = None
+    answer_heard: float | None = None
 
     @property
     def answer_seconds(self) -> float:
@@ -291,20 +294,27 @@ async def talk(
     on_answer: Callable[[], object] | None = None,
     barge_in: bool = False,
     microphone: bool = False,
+    listen: bool = False,
 ) -> Talk:
     """Join `room` as `user`, say `text`, wait for an answer containing `expect`, leave.
 
     The user speaks once the greeting has been said, or with `barge_in` as soon as the agent
     starts greeting (it listens from then on; the words interrupt the greeting, as a user
     who comes back mid-conversation does). `microphone`: the user publishes a (silent)
-    microphone track on joining, as a browser does (see `Human`). `on_answer` runs after
-    the answer and before leaving (the benchmark reads RSS there)."""
-    human = Human(stack_env, room, user, microphone=microphone)
+    microphone track on joining, as a browser does (see `Human`). `listen`: the user hears
+    the agent's audio and, with `barge_in`, speaks when the greeting's voice is heard rather
+    than when its transcript begins (~0.25 s later); `greeting_heard` and `answer_heard` say
+    when each was heard. `on_answer` runs after the answer and before leaving (the benchmark
+    reads RSS there)."""
+    human = Human(stack_env, room, user, microphone=microphone, listen=listen)
     await human.join()
     joined = time.monotonic()
+    greeting_heard: float | None = None
     try:
         # The agent greets once it listens; words sent before that have no one to hear them.
-        if barge_in:
+        if barge_in and listen:
+            greeted = greeting_heard = await human.wait_for_voice(joined, within=within)
+        elif barge_in:
             greeted = await human.wait_for_speech(within=within)
         else:
             await human.wait_for(lambda t: True, within=within)
@@ -316,12 +326,24 @@ async def talk(
             lambda t: expect in t, within=within, since=since
         )
         answered = time.monotonic()
+        answer_heard = human.answer_voice(sent) if listen else None
         agents = len(human.agents_in_room())
         if on_answer is not None:
             on_answer()
     finally:
         await human.leave()
-    return Talk(answer, agents, joined, greeted, sent, answer_started, answered, time.monotonic())
+    return Talk(
+        answer,
+        agents,
+        joined,
+        greeted,
+        sent,
+        answer_started,
+        answered,
+        time.monotonic(),
+        greeting_heard,
+        answer_heard,
+    )
 
 
 # -- worker processes on the host node ------------------------------------------------------

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from livekit import api, rtc
 
 _T = TypeVar("_T")
@@ -31,6 +32,9 @@ _T = TypeVar("_T")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOPIC_CHAT = "lk.chat"
 TOPIC_TRANSCRIPTION = "lk.transcription"
+AGENT_STATE = "lk.agent.state"  # participant attribute LiveKit Agents keeps up to date
+VOICE_LEVEL = 300  # int16 peak above which a 10 ms frame is heard (espeak's speech: ~10,000)
+VOICE_GAP = 0.1  # seconds of silence before a heard frame that make it the start of speech
 
 
 def free_port() -> int:
@@ -167,7 +171,12 @@ class Human:
     """A real participant: joins with a token, talks on lk.chat, reads lk.transcription."""
 
     def __init__(
-        self, stack_env: dict[str, str], room: str, identity: str, microphone: bool = False
+        self,
+        stack_env: dict[str, str],
+        room: str,
+        identity: str,
+        microphone: bool = False,
+        listen: bool = False,
     ) -> None:
         self.stack_env = stack_env
         self.room_name = room
@@ -184,6 +193,14 @@ class Human:
         # stream opens when the agent starts saying it.
         self.opened_at: list[float] = []
         self.streams_opened: list[tuple[str, float]] = []  # streams begun, finished or not
+        # `listen`: the user hears the agent's audio track, as a browser plays it. A transcript
+        # is paced to the audio word by word (LiveKit Agents' TranscriptionSynchronizer sends
+        # a word half-way through its estimated duration), so its stream opens ~0.03-0.25 s
+        # after the voice is heard; `voice_onsets` are the instants the voice begins.
+        self.listen = listen
+        self.voice_onsets: list[float] = []  # time.monotonic() speech began after VOICE_GAP
+        self._last_voiced: float | None = None
+        self.agent_states: list[tuple[float, str]] = []  # (instant, lk.agent.state)
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -195,12 +212,69 @@ class Human:
             .to_jwt()
         )
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_transcription)
+        if self.listen:
+            self.room.on("track_subscribed", self._on_track)
+            self.room.on("participant_attributes_changed", self._on_attributes)
         await self.room.connect(self.stack_env["LIVEKIT_URL"], token)
         if self.microphone:  # a silent one: this user speaks on lk.chat
             track = rtc.LocalAudioTrack.create_audio_track("microphone", rtc.AudioSource(48000, 1))
             await self.room.local_participant.publish_track(
                 track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             )
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if AGENT_STATE in changed and participant.identity != self.identity:
+            self.agent_states.append((time.monotonic(), changed[AGENT_STATE]))
+            self._changed.set()
+
+    def _on_track(
+        self,
+        track: rtc.Track,
+        _publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO or participant.identity == self.identity:
+            return
+
+        async def hear() -> None:
+            stream = rtc.AudioStream(track)
+            try:
+                async for event in stream:
+                    samples = np.frombuffer(event.frame.data, dtype=np.int16)
+                    if samples.size == 0 or max(-int(samples.min()), int(samples.max())) <= (
+                        VOICE_LEVEL
+                    ):
+                        continue
+                    now = time.monotonic()
+                    if self._last_voiced is None or now - self._last_voiced > VOICE_GAP:
+                        self.voice_onsets.append(now)
+                        self._changed.set()
+                    self._last_voiced = now
+            finally:
+                await stream.aclose()
+
+        task = asyncio.create_task(hear())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_for_voice(self, after: float, within: float = 30.0) -> float:
+        """Until the user hears the agent begin to speak after `after` (needs `listen`)."""
+
+        def begun() -> float | None:
+            return next((t for t in self.voice_onsets if t > after), None)
+
+        return await self._until(begun, within, lambda: "the agent's voice was not heard")
+
+    def answer_voice(self, sent: float) -> float | None:
+        """When the user heard the answer to words sent at `sent` begin: the first onset of
+        the agent's voice after it started thinking about them (the words interrupt what it
+        was saying, so the greeting's audio stops before that)."""
+        thinking = next(
+            (t for t, state in self.agent_states if t > sent and state == "thinking"), None
+        )
+        if thinking is None:
+            return None
+        return next((t for t in self.voice_onsets if t > thinking), None)
 
     def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
         opened = time.monotonic()
