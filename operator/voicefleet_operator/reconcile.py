@@ -503,10 +503,10 @@ async def reconcile_session(
         rt.statuses[key] = result.status
         _record_steps(rt.metrics, status.connection, result.status.connection)
     log.debug(
-        "session %s: phase %s, %d action(s), %d failed, next look in %s s",
+        "session %s: phase %s, actions [%s], %d failed, next look in %s s",
         key,
         result.status.phase,
-        len(result.actions),
+        ", ".join(type(a).__name__ for a in result.actions),
         len(failed),
         result.requeue_after,
     )
