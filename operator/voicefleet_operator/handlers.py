@@ -69,9 +69,14 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def _wake(memo: Any, key: str) -> None:
+def _wake(memo: Any, key: str, *, urgent: bool = False) -> None:
+    """Wake the session's loop. `urgent`: a change that comes alone and that a user waits on
+    (a participant joined or left, a worker pod is gone): its pass runs without the settle
+    that collects a burst of pod updates into one pass."""
     event = memo.wakers.get(key)
     if event is not None:
+        if urgent:
+            memo.urgent.add(key)
         event.set()
 
 
@@ -125,6 +130,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         readiness=WorkerReadiness(cfg.worker.health_port),
     )
     memo.wakers = {}
+    memo.urgent = set()
     memo.current = {}
     memo.seen = {}
     await kube.ensure_secret(cfg.namespace, build_worker_secret(cfg.namespace, cfg))
@@ -139,7 +145,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
 
         async def mark(session: str, value: str) -> bool:
-            _wake(memo, n.session_key(cfg.namespace, session))
+            _wake(memo, n.session_key(cfg.namespace, session), urgent=True)
             return await kube.annotate_session(
                 cfg.namespace, session, {n.ANNOTATION_LIVEKIT_EVENT: value}
             )
@@ -291,7 +297,9 @@ async def worker_pod_changed(
     memo.runtime.pool.seen(body, deleted=type == "DELETED")
     session = labels.get(n.LABEL_SESSION)
     if session:
-        _wake(memo, n.session_key(namespace or "", session))
+        # A pod gone is final (nothing follows it) and opens SPEC rule 3's gate for the
+        # session's next worker.
+        _wake(memo, n.session_key(namespace or "", session), urgent=type == "DELETED")
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="connection", cancellation_timeout=60)
@@ -322,11 +330,13 @@ async def connection_loop(
                 rt.metrics.errors.labels("ReconcileError").inc()
                 delay = 5.0
         await _sleep(wake, stopped, SAFETY_RECHECK if delay is None else delay)
-        if wake.is_set() and not stopped:
+        if wake.is_set() and not stopped and key not in memo.urgent:
             # Events come in bursts (a pod's scheduling, container and readiness updates):
             # one pass after a short settle sees them all.
             await asyncio.sleep(COALESCE_SECONDS)
+        memo.urgent.discard(key)
     memo.wakers.pop(key, None)
+    memo.urgent.discard(key)
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
