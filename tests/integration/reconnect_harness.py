@@ -81,28 +81,25 @@ class Session:
         self.name = f"{prefix}-{self.user}"
         self.agent_id = agent_id
 
+    def manifest(self, connection: int, **spec: Any) -> dict[str, Any]:
+        """The session at `connection`; `spec` adds or overrides spec fields."""
+        return {
+            "apiVersion": "voicefleet.dev/v1alpha1",
+            "kind": "VoiceSession",
+            "metadata": {"name": self.name, "namespace": self.ns},
+            "spec": {
+                "agentId": self.agent_id,
+                "userIdentity": self.user,
+                "connection": connection,
+                "reconnectGraceSeconds": 0,
+                "joinTimeoutSeconds": 120,
+                **spec,
+            },
+        }
+
     def apply(self, connection: int, **spec: Any) -> None:
         """Apply the session at `connection`; `spec` adds or overrides spec fields."""
-        self.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=yaml.safe_dump(
-                {
-                    "apiVersion": "voicefleet.dev/v1alpha1",
-                    "kind": "VoiceSession",
-                    "metadata": {"name": self.name, "namespace": self.ns},
-                    "spec": {
-                        "agentId": self.agent_id,
-                        "userIdentity": self.user,
-                        "connection": connection,
-                        "reconnectGraceSeconds": 0,
-                        "joinTimeoutSeconds": 120,
-                        **spec,
-                    },
-                }
-            ),
-        )
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(self.manifest(connection, **spec)))
 
     def get(self) -> dict[str, Any]:
         return dict(
