@@ -28,16 +28,26 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import ssl
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
-from benchlib import cpu_seconds, format_table, log, percentile, read_rss, stack_dir_of
+from benchlib import (
+    cpu_seconds,
+    format_table,
+    log,
+    percentile,
+    read_rss,
+    stack_dir_of,
+    stack_pids,
+)
 from opit import Kube, OperatorProcess, operator_kubeconfig
 
 from voicefleet_operator.api import (
@@ -65,6 +75,8 @@ CLEANUP_TIMEOUT = 600.0
 RETRIES_429 = 30
 WARMUP = 20  # unmeasured pods/sessions first: cold caches cost neither phase
 GOALS = {"ratio_to_floor": ">= 0.5", "p99_ms": "<= 2000", "operator_rss_mb": "<= 300"}
+METRIC_LABEL = re.compile(r'(\w+)="([^"]*)"')
+READ_VERBS = {"GET", "LIST", "WATCH", "CONNECT"}
 
 
 # -- a small asyncio client of the API server (JSON in, JSON out, no client models) --------
@@ -80,6 +92,7 @@ class Api:
         self.ssl.load_cert_chain(user["client-certificate"], user["client-key"])
         self.limit = concurrency + 8  # the creates, plus watches and polls
         self.throttled = 0  # 429 answers this client got (and retried)
+        self.pids: dict[str, int] = {}  # processes whose CPU time each burst reads
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Api:
@@ -115,6 +128,24 @@ class Api:
                     raise RuntimeError(f"{method} {path}: {resp.status} {str(data)[:300]}")
                 return dict(data or {})
         raise RuntimeError(f"{method} {path}: still 429 after {RETRIES_429} attempts")
+
+    async def writes(self) -> Counter[str]:
+        """The API server's writes so far ("POST pods/binding": count), from its /metrics."""
+        assert self.session is not None
+        async with self.session.get(self.server + "/metrics") as resp:
+            text = await resp.text()
+        counts: Counter[str] = Counter()
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(METRIC_LABEL.findall(line))
+            if labels.get("verb") in READ_VERBS:
+                continue
+            resource = labels.get("resource", "")
+            if labels.get("subresource"):
+                resource += "/" + labels["subresource"]
+            counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+        return counts
 
     async def watch_pods(
         self,
@@ -164,6 +195,11 @@ class Burst:
         self.created: dict[str, float] = {}
         self.bound: dict[str, float] = {}
         self.client_429 = 0  # 429 answers to this burst's creates (retried)
+        # What the API server did from the first create to the last pod bound: its writes by
+        # verb and resource (everyone's: the operator's, the scheduler's, kwok's); and the CPU
+        # seconds each of the stack's processes (and the benchmark's operator) used meanwhile.
+        self.writes: dict[str, int] = {}
+        self.cpu_s: dict[str, float] = {}
 
     def see(self, key: str | None, pod: dict[str, Any]) -> None:
         if key in self.keys and key not in self.bound and (pod.get("spec") or {}).get("nodeName"):
@@ -191,7 +227,10 @@ async def run_burst(
     concurrency: int,
     within: float,
     quiet: bool = False,
+    describe: Callable[[str], Awaitable[str]] | None = None,
 ) -> None:
+    """Create `burst.keys` (`concurrency` at a time) and wait until each one's pod is bound;
+    `describe(key)` tells what became of a key whose pod is not bound in time."""
     ready = asyncio.Event()
     throttled = api.throttled
     creates: asyncio.Future[list[None]] | None = None
@@ -200,6 +239,8 @@ async def run_burst(
     )
     try:
         await asyncio.wait_for(ready.wait(), 30)
+        writes_before = await api.writes()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in api.pids.items()}
         gate = asyncio.Semaphore(concurrency)
 
         async def one(key: str) -> None:
@@ -216,9 +257,13 @@ async def run_burst(
             if creates.done() and creates.exception() is not None:
                 raise creates.exception()  # type: ignore[misc]
             if time.monotonic() > deadline:
+                missing = sorted(burst.keys - set(burst.bound))
+                if describe is not None:
+                    for key in missing[:5]:
+                        log(f"{burst.name}: not bound: {key}: {await describe(key)}")
                 raise TimeoutError(
                     f"{burst.name}: {len(burst.bound)}/{len(burst.keys)} pods bound "
-                    f"after {within:.0f} s"
+                    f"after {within:.0f} s; not bound: {', '.join(missing[:20])}"
                 )
             await asyncio.sleep(0.05 if quiet else PROGRESS_SECONDS)
             if not quiet:
@@ -226,6 +271,10 @@ async def run_burst(
                     f"{burst.name}: created {len(burst.created)}/{len(burst.keys)}, "
                     f"bound {len(burst.bound)}/{len(burst.keys)}"
                 )
+        burst.cpu_s = {
+            name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in api.pids.items()
+        }
+        burst.writes = dict((await api.writes() - writes_before).most_common())
         await asyncio.wait_for(creates, 60)
         burst.client_429 = api.throttled - throttled
     finally:
@@ -337,6 +386,20 @@ async def operator_phase(
         }
         await api.call("POST", sessions, body)
 
+    async def describe(name: str) -> str:
+        """The session's status and its pods, as the API server has them now."""
+        got = await api.call("GET", f"{sessions}/{name}", ok=(200, 404))
+        pods = await api.call(
+            "GET",
+            f"/api/v1/namespaces/{ns}/pods",
+            params={"labelSelector": f"{SESSION_LABEL}={name}"},
+        )
+        seen = [
+            (p["metadata"]["name"], (p.get("spec") or {}).get("nodeName"), p["status"].get("phase"))
+            for p in pods.get("items") or []
+        ]
+        return f"status {json.dumps(got.get('status'))[:1500]}; pods {seen}"
+
     burst = Burst("reconcile", [f"bench-{tag}-{i}" for i in range(n)])
     rss: dict[str, float] = {}
     log_start = log_size(operator_log)
@@ -352,6 +415,7 @@ async def operator_phase(
             concurrency,
             within,
             quiet=tag == "w",
+            describe=describe,
         )
         if operator_pid is not None:
             cpu = cpu_seconds(operator_pid) - cpu_start
@@ -388,6 +452,11 @@ async def measure(
     ns = env.get("NAMESPACE", "voicefleet")
     timeout = max(120.0, n * 0.6)
     async with Api(env["KUBECONFIG"], concurrency) as api:
+        api.pids = {
+            f"{name} (stack's)" if name == "operator" else name: pid
+            for name, pid in stack_pids(env).items()
+        }
+        api.pids |= {"operator": operator_pid, "benchmark": os.getpid()}
         version = await api.call("GET", "/version")
         # Leftovers of an interrupted run on a reused stack.
         for path, selector in (
@@ -432,14 +501,34 @@ async def measure(
             "client_429": rec.client_429,
             "operator_log_429_lines": int(rss["api_429"]),
             "operator_cpu_s": rss["cpu_s"],
+            "apiserver_cpu_s": rec.cpu_s.get("kube-apiserver"),
+            "floor_apiserver_cpu_s": floor.cpu_s.get("kube-apiserver"),
+            # CPU seconds by process in each burst (2 cores: 2 s of CPU per second at most)
+            "cpu_s_by_process": dict(sorted(rec.cpu_s.items(), key=lambda kv: -kv[1])),
+            "floor_cpu_s_by_process": dict(sorted(floor.cpu_s.items(), key=lambda kv: -kv[1])),
+            # per session / per floor pod, from the first create to the last pod bound
+            "apiserver_writes_per_session": per_item(rec.writes, n),
+            "floor_apiserver_writes_per_pod": per_item(floor.writes, n),
             "goals": GOALS,
         },
         "kubernetes": version.get("gitVersion", ""),
     }
 
 
+def per_item(writes: dict[str, int], n: int) -> dict[str, float]:
+    """Writes per session (or pod), the busiest first; "total" sums them."""
+    out = {what: round(count / n, 2) for what, count in writes.items() if count >= n / 100}
+    return {"total": round(sum(writes.values()) / n, 2)} | out
+
+
 # -- the table ----------------------------------------------------------------------------
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def table(rec: dict[str, Any]) -> str:
+    floor_writes = rec.get("floor_apiserver_writes_per_pod") or {}
+    floor_cpu = rec.get("floor_cpu_s_by_process") or {}
     rows = [
         ("figure", "voicefleet", "floor (no operator)", "goal"),
         ("sessions / pods", str(rec["sessions"]), str(rec["sessions"]), ""),
@@ -464,6 +553,20 @@ def table(rec: dict[str, Any]) -> str:
             f"{rec['operator_cpu_s']:.1f} in {rec['duration_s']:.1f}",
             "",
             "",
+        ),
+        *(
+            (f"CPU in the burst (s): {name}", f"{cpu:g}", _opt(floor_cpu.get(name)), "")
+            for name, cpu in list((rec.get("cpu_s_by_process") or {}).items())[:6]
+        ),
+        (
+            "API server writes per session / pod",
+            _opt((rec.get("apiserver_writes_per_session") or {}).get("total")),
+            _opt((rec.get("floor_apiserver_writes_per_pod") or {}).get("total")),
+            "",
+        ),
+        *(
+            (f"  {what}", f"{per:.2f}", _opt(floor_writes.get(what)), "")
+            for what, per in list((rec.get("apiserver_writes_per_session") or {}).items())[1:]
         ),
         ("operator RSS, N live (MB)", f"{rec['operator_rss_mb']:.0f}", "", "<= 300"),
         (

@@ -200,3 +200,17 @@ def local_stack() -> Iterator[dict[str, str]]:
 def stack_dir_of(env: dict[str, str]) -> Path:
     """The stack's folder (the kubeconfig lives in it; logs/ too)."""
     return Path(env["KUBECONFIG"]).parent
+
+
+def stack_pids(env: dict[str, str]) -> dict[str, int]:
+    """The stack's servers that run on this machine, by name (from its pids.json)."""
+    path = stack_dir_of(env) / "pids.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {
+        str(e["name"]): int(e["pid"])
+        for e in entries
+        if e.get("pid") and Path(f"/proc/{e['pid']}").exists()
+    }
