@@ -215,37 +215,26 @@ class Voicefleet(Side):
         self.session = Session(Kube(env).run, env, agent_id, prefix="bench-connect")
         self.session.user = self.user
         self.api = k8s.CustomObjectsApi(k8s_config.new_client_from_config(env["KUBECONFIG"]))
+        self._where = ("voicefleet.dev", "v1alpha1", self.session.ns, "voicesessions")
         self.last = 0
 
     def _ask(self, cycle: int) -> None:
         """Create the session at connection `cycle`, or raise its spec.connection to it."""
-        where = ("voicefleet.dev", "v1alpha1", self.session.ns, "voicesessions")
         if self.last:
             body = {"spec": {"connection": cycle}}
-            self.api.patch_namespaced_custom_object(*where, self.session.name, body)
+            self.api.patch_namespaced_custom_object(*self._where, self.session.name, body)
         else:
-            self.api.create_namespaced_custom_object(*where, self.session.manifest(cycle))
+            self.api.create_namespaced_custom_object(*self._where, self.session.manifest(cycle))
 
-    def _wait_room(self, cycle: int) -> tuple[str, str]:
-        """(room, pod) of connection `cycle` as soon as the operator has named both."""
-        where = ("voicefleet.dev", "v1alpha1", self.session.ns, "voicesessions")
-        deadline = time.monotonic() + STEP_SECONDS
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            got = self.api.get_namespaced_custom_object(*where, self.session.name)
-            status = got.get("status") or {}
-            conn = status.get("connection") or {}
-            if conn.get("id") == cycle and conn.get("room") and conn.get("pod"):
-                return str(conn["room"]), str(conn["pod"])
-            if status.get("phase") == "Failed" and conn.get("id") == cycle:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no room and pod for connection {cycle}: {status}")
+    def _get(self) -> dict[str, Any]:
+        return dict(self.api.get_namespaced_custom_object(*self._where, self.session.name))
 
     async def request(self, cycle: int) -> tuple[str, int | None, Callable[[], int]]:
         await asyncio.to_thread(self._ask, cycle)
         self.last = cycle
-        room, pod = await asyncio.to_thread(self._wait_room, cycle)
+        room, pod = await asyncio.to_thread(
+            self.session.wait_room, cycle, STEP_SECONDS, self._get, 0.05
+        )
         return room, None, lambda: worker_pid(pod)
 
     async def settle(self) -> None:

@@ -122,18 +122,25 @@ class Session:
             f"{self.name}: not {phase} for connection {connection} in {timeout} s: {status}"
         )
 
-    def wait_room(self, connection: int, timeout: float = 90) -> tuple[str, str]:
-        """(room, pod) of `connection` as soon as the operator has named both."""
+    def wait_room(
+        self,
+        connection: int,
+        timeout: float = 90,
+        get: Callable[[], dict[str, Any]] | None = None,
+        every: float = 0.1,
+    ) -> tuple[str, str]:
+        """(room, pod) of `connection` as soon as the operator has named both; the session is
+        read with kubectl every `every` s, or with `get` (the benchmark's API client)."""
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            status = self.get().get("status") or {}
+            status = (get or self.get)().get("status") or {}
             conn = status.get("connection") or {}
             if conn.get("id") == connection and conn.get("room") and conn.get("pod"):
                 return str(conn["room"]), str(conn["pod"])
             if status.get("phase") == "Failed" and conn.get("id") == connection:
                 break
-            time.sleep(0.1)
+            time.sleep(every)
         raise AssertionError(
             f"{self.name}: no room and pod for connection {connection} in {timeout} s: {status}"
         )
