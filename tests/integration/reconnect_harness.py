@@ -279,8 +279,7 @@ class Talk:
     answer_started: float  # the agent began saying the answer
     answered: float  # ... and finished saying it
     left: float
-    # With `listen`: when the user heard the greeting and the answer begin (None: not heard).
-    greeting_heard: float | None = None
+    # With `listen`: when the user heard the answer begin (None: not heard).
     answer_heard: float | None = None
 
     @property
@@ -307,17 +306,16 @@ async def talk(
     who comes back mid-conversation does). `microphone`: the user publishes a (silent)
     microphone track on joining, as a browser does (see `Human`). `listen`: the user hears
     the agent's audio and, with `barge_in`, speaks when the greeting's voice is heard rather
-    than when its transcript begins (~0.25 s later); `greeting_heard` and `answer_heard` say
-    when each was heard. `on_answer` runs after the answer and before leaving (the benchmark
-    reads RSS there)."""
+    than when its transcript begins (~0.25 s later; `greeted` is then that instant), and
+    `answer_heard` says when the answer was heard. `on_answer` runs after the answer and
+    before leaving (the benchmark reads RSS there)."""
     human = Human(stack_env, room, user, microphone=microphone, listen=listen)
     await human.join()
     joined = time.monotonic()
-    greeting_heard: float | None = None
     try:
         # The agent greets once it listens; words sent before that have no one to hear them.
         if barge_in and listen:
-            greeted = greeting_heard = await human.wait_for_voice(joined, within=within)
+            greeted = await human.wait_for_voice(joined, within=within)
         elif barge_in:
             greeted = await human.wait_for_speech(within=within)
         else:
@@ -345,7 +343,6 @@ async def talk(
         answer_started,
         answered,
         time.monotonic(),
-        greeting_heard,
         answer_heard,
     )
 
