@@ -431,14 +431,10 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
     base_connect = latency_figures(of("baseline", "connect", "request_to_agent"))
     vf_reconnect = latency_figures(of("voicefleet", "reconnect", "leave_to_answer"))
     base_reconnect = latency_figures(of("baseline", "reconnect", "leave_to_answer"))
-    vf_reconnect_text = latency_figures(of("voicefleet", "reconnect", "leave_to_answer_transcript"))
-    base_reconnect_text = latency_figures(of("baseline", "reconnect", "leave_to_answer_transcript"))
-    warm_reconnect_text = latency_figures(
-        of("voicefleet-warm", "reconnect", "leave_to_answer_transcript")
-    )
-    vf_reconnect_end = latency_figures(of("voicefleet", "reconnect", "leave_to_answer_end"))
-    base_reconnect_end = latency_figures(of("baseline", "reconnect", "leave_to_answer_end"))
     vf_rss, base_rss = rss_series("voicefleet"), rss_series("baseline")
+
+    def p50(side: str, kind: str | None, attr: str) -> float | None:
+        return latency_figures(of(side, kind, attr))["p50_ms"]
 
     def ratio(a: Any, b: Any) -> float | None:
         return round(a / b, 2) if a and b else None
@@ -460,33 +456,19 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
             "baseline_longlived_n": base_connect["n"],
             "warm_ratio_to_baseline": ratio(warm["p50_ms"], warm_base["p50_ms"]),
             "cold_ratio_to_baseline": ratio(vf_connect["p50_ms"], base_connect["p50_ms"]),
-            "first_answer_p50_ms": latency_figures(
-                of("voicefleet", "connect", "request_to_answer")
-            )["p50_ms"],
-            "baseline_first_answer_p50_ms": latency_figures(
-                of("baseline", "connect", "request_to_answer")
-            )["p50_ms"],
-            "agent_to_greeting_p50_ms": latency_figures(
-                of("voicefleet", None, "agent_to_greeting")
-            )["p50_ms"],
-            "baseline_agent_to_greeting_p50_ms": latency_figures(
-                of("baseline", None, "agent_to_greeting")
-            )["p50_ms"],
-            "message_to_answer_p50_ms": latency_figures(
-                of("voicefleet", None, "message_to_answer")
-            )["p50_ms"],
-            "baseline_message_to_answer_p50_ms": latency_figures(
-                of("baseline", None, "message_to_answer")
-            )["p50_ms"],
-            "message_to_answer_transcript_p50_ms": latency_figures(
-                of("voicefleet", None, "message_to_answer_transcript")
-            )["p50_ms"],
-            "baseline_message_to_answer_transcript_p50_ms": latency_figures(
-                of("baseline", None, "message_to_answer_transcript")
-            )["p50_ms"],
-            "message_to_answer_end_p50_ms": latency_figures(
-                of("voicefleet", None, "message_to_answer_end")
-            )["p50_ms"],
+            "first_answer_p50_ms": p50("voicefleet", "connect", "request_to_answer"),
+            "baseline_first_answer_p50_ms": p50("baseline", "connect", "request_to_answer"),
+            "agent_to_greeting_p50_ms": p50("voicefleet", None, "agent_to_greeting"),
+            "baseline_agent_to_greeting_p50_ms": p50("baseline", None, "agent_to_greeting"),
+            "message_to_answer_p50_ms": p50("voicefleet", None, "message_to_answer"),
+            "baseline_message_to_answer_p50_ms": p50("baseline", None, "message_to_answer"),
+            "message_to_answer_transcript_p50_ms": p50(
+                "voicefleet", None, "message_to_answer_transcript"
+            ),
+            "baseline_message_to_answer_transcript_p50_ms": p50(
+                "baseline", None, "message_to_answer_transcript"
+            ),
+            "message_to_answer_end_p50_ms": p50("voicefleet", None, "message_to_answer_end"),
             "goals": {"cold_p50_ms": GOALS["cold_p50_ms"]},
         },
         "reconnect": {
@@ -497,28 +479,28 @@ def figures(results: list[Cycle], cycles: int, baseline_start_s: float) -> dict[
             "p50_ms": vf_reconnect["p50_ms"],
             "p99_ms": vf_reconnect["p99_ms"],
             "n": vf_reconnect["n"],
-            "transcript_p50_ms": vf_reconnect_text["p50_ms"],
-            "baseline_longlived_transcript_p50_ms": base_reconnect_text["p50_ms"],
-            "warm_transcript_p50_ms": warm_reconnect_text["p50_ms"],
-            "answer_end_p50_ms": vf_reconnect_end["p50_ms"],
-            "baseline_longlived_answer_end_p50_ms": base_reconnect_end["p50_ms"],
+            "transcript_p50_ms": p50("voicefleet", "reconnect", "leave_to_answer_transcript"),
+            "baseline_longlived_transcript_p50_ms": p50(
+                "baseline", "reconnect", "leave_to_answer_transcript"
+            ),
+            "warm_transcript_p50_ms": p50(
+                "voicefleet-warm", "reconnect", "leave_to_answer_transcript"
+            ),
+            "answer_end_p50_ms": p50("voicefleet", "reconnect", "leave_to_answer_end"),
+            "baseline_longlived_answer_end_p50_ms": p50(
+                "baseline", "reconnect", "leave_to_answer_end"
+            ),
             "warm_p50_ms": warm_reconnect["p50_ms"],
             "warm_n": warm_reconnect["n"],
             "baseline_longlived_p50_ms": base_reconnect["p50_ms"],
             "baseline_longlived_p99_ms": base_reconnect["p99_ms"],
             "baseline_longlived_n": base_reconnect["n"],
-            "leave_to_agent_p50_ms": latency_figures(
-                of("voicefleet", "reconnect", "request_to_agent")
-            )["p50_ms"],
-            "baseline_leave_to_agent_p50_ms": latency_figures(
-                of("baseline", "reconnect", "request_to_agent")
-            )["p50_ms"],
+            "leave_to_agent_p50_ms": p50("voicefleet", "reconnect", "request_to_agent"),
+            "baseline_leave_to_agent_p50_ms": p50("baseline", "reconnect", "request_to_agent"),
             # The warm phase: what a reconnect costs beyond what the same conversation costs
             # a long-lived worker in the same minutes (both include the greeting's start and
             # the brain's answer, which no isolation design can shorten).
-            "warm_leave_to_agent_p50_ms": latency_figures(
-                of("voicefleet-warm", "reconnect", "request_to_agent")
-            )["p50_ms"],
+            "warm_leave_to_agent_p50_ms": p50("voicefleet-warm", "reconnect", "request_to_agent"),
             "warm_phase_baseline_p50_ms": warm_base_reconnect["p50_ms"],
             "warm_behind_baseline_p50_ms": (
                 round(warm_reconnect["p50_ms"] - warm_base_reconnect["p50_ms"], 1)
