@@ -34,6 +34,15 @@ FATAL_WAITING_REASONS = frozenset(
 IMAGE_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 )
+# ...unless the kubelet's message says it only ran out of time: its secret or configmap
+# cache had not synced yet ("failed to sync secret cache: timed out waiting for the
+# condition", seen on a busy node) or the runtime call timed out. The kubelet retries
+# those by itself; the connection waits, bounded by joinTimeoutSeconds like any start.
+TRANSIENT_WAITING_MESSAGES = (
+    "failed to sync",
+    "timed out waiting for the condition",
+    "context deadline exceeded",
+)
 WAIT_SHORT = 1.0  # polling while something is on its way out (a pod terminating, a busy agent)
 
 
@@ -54,6 +63,13 @@ class PodView:
     last_exit: str | None = None
     address: str | None = None  # status.podIP of a running pod
     not_ready_because: tuple[str, ...] = ()  # the worker's own /readyz reasons, when asked
+
+
+def fatal_waiting(pod: PodView) -> bool:
+    """Is the pod's container waiting for something that will not come by itself?"""
+    if pod.waiting_reason not in FATAL_WAITING_REASONS:
+        return False
+    return not any(m in pod.waiting_message for m in TRANSIENT_WAITING_MESSAGES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -570,7 +586,7 @@ def _worker(
         return conn, (Reason.WORKER_FAILED, f"worker pod {keep.name} failed{ended}"), None
     if keep.phase == "Succeeded":
         return conn, (Reason.WORKER_FAILED, f"worker {keep.name} exited before the user left"), None
-    if keep.waiting_reason in FATAL_WAITING_REASONS:
+    if fatal_waiting(keep):
         reason = (
             Reason.IMAGE_PULL_FAILED
             if keep.waiting_reason in IMAGE_REASONS

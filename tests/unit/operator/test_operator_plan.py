@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 from opfixtures import at
 
 from voicefleet_operator.api import EndReason, Phase, VoiceSessionSpec, VoiceSessionStatus
@@ -329,6 +330,44 @@ def test_image_pull_errors_fail_fast_with_the_reason() -> None:
     assert DeleteRoom(ROOM1) in p.actions
     p = step(spec_(), p.status, 3, room=RoomView(exists=False))
     assert p.status.phase is Phase.FAILED and ready(p)[1] == Reason.IMAGE_PULL_FAILED
+
+
+@pytest.mark.parametrize(
+    ("waiting_reason", "message", "fatal"),
+    [
+        ("CreateContainerConfigError", 'secret "livekit-keys" not found', True),
+        ("CreateContainerConfigError", "couldn't find key url in ConfigMap default/x", True),
+        ("CreateContainerError", "invalid mount path", True),
+        # The kubelet ran out of time, and will try again by itself (seen on a busy node).
+        (
+            "CreateContainerConfigError",
+            "failed to sync secret cache: timed out waiting for the condition",
+            False,
+        ),
+        ("CreateContainerConfigError", "failed to sync configmap cache: timed out", False),
+        ("CreateContainerError", "context deadline exceeded", False),
+        ("ContainerCreating", "", False),
+    ],
+)
+def test_container_config_errors_fail_fast_unless_the_kubelet_only_timed_out(
+    waiting_reason: str, message: str, fatal: bool
+) -> None:
+    p = step(spec_(), VoiceSessionStatus())
+    waiting = pod(ready=False, waiting_reason=waiting_reason, waiting_message=message)
+    p = step(spec_(), p.status, 2, room=room(), pods=(waiting,))
+    conn = p.status.connection
+    assert conn is not None
+    if fatal:
+        assert conn.end_reason is EndReason.WORKER_FAILED and DeletePod(POD1) in p.actions
+        assert message in (conn.failure_message or "")
+    else:
+        assert conn.end_reason is None and DeletePod(POD1) not in p.actions
+        worker = p.status.condition(Type.WORKER_READY)
+        assert worker and worker.reason == Reason.POD_NOT_READY
+        assert waiting_reason in worker.message
+        # It is still bounded: the user never joins, the connection ends at the timeout.
+        p = step(spec_(join_timeout_seconds=30), p.status, 33, room=room(), pods=(waiting,))
+        assert p.status.connection and p.status.connection.end_reason is not None
 
 
 def test_unschedulable_pods_fail_fast() -> None:
