@@ -101,6 +101,8 @@ class Observation:
     agent_holder: str | None = None  # another session with a live connection to spec.agentId
     room_suffix: str = "aaaaa"
     pod_suffix: str = "aaaaa"
+    # The connection's recorded pod name is another session's pod (two derived names met).
+    pod_name_taken: bool = False
     end_requested: int | None = None  # the connection id the user asked to end (annotation)
     capacity_left: int | None = None  # worker pods that may still be started (None: no cap)
 
@@ -552,6 +554,15 @@ def _worker(
                     dispatched_restarts=None,
                 )
             )
+        if conn.pod is not None and obs.pod_name_taken:
+            # Never this connection's pod: the name is another session's (it answered the
+            # create with 409). A name of its own (obs.pod_suffix skips taken ones) instead.
+            b.event(
+                "PodNameTaken",
+                f"worker pod name {conn.pod} belongs to another session's pod; using another",
+                warning=True,
+            )
+            conn = conn.model_copy(update=dict(pod=None))
         name = conn.pod or n.pod_name(obs.pod_suffix)
         if conn.pod is None:
             b.event("PodCreated", f"worker pod {name} for room {conn.room}")

@@ -48,6 +48,9 @@ class WarmPool:
         self._claiming: set[str] = set()
         self._starting: ExpectedUntilSeen[None] = ExpectedUntilSeen(SEEN_TTL, clock)
         self._workers: set[str] = set()  # live worker pods (warm or bound), not deleting
+        # Every worker pod that exists (deleting and ended ones too: a name is taken until
+        # the object is gone) → the session it is labelled for ("" for a pool pod).
+        self._owners: dict[str, str] = {}
         self.changed = asyncio.Event()
 
     # -- fed by the pod watch ----------------------------------------------------------------
@@ -63,6 +66,10 @@ class WarmPool:
         else:
             self._workers.add(name)
         labels = meta.get("labels") or {}
+        if deleted:
+            self._owners.pop(name, None)
+        else:
+            self._owners[name] = str(labels.get(n.LABEL_SESSION, ""))
         if deleted or labels.get(n.LABEL_POOL) != n.POOL_WARM:
             if self._pods.pop(name, None) is not None:
                 self._claiming.discard(name)
@@ -98,6 +105,15 @@ class WarmPool:
 
     def live_workers(self) -> int:
         return len(self._workers | self._starting.names())
+
+    def taken_by_another(self, name: str, session: str) -> bool:
+        """Does a worker pod of this name exist, labelled for another session?
+
+        A pool pod (no session label yet) is nobody's: it may be the one this session just
+        claimed, whose relabelling the watch has not delivered.
+        """
+        owner = self._owners.get(name)
+        return bool(owner) and owner != session
 
     # -- used by the keeper -------------------------------------------------------------------
     def size(self) -> int:

@@ -242,9 +242,20 @@ async def observe(
     else:
         pods = await rt.kube.list_session_pods(ref.namespace, ref.name)
     pods = rt.expect.pods(key, pods)
+    # Pod names come from a hash of the session's uid (naming.derived_suffix): two sessions
+    # can meet on one name (1,000 live pods: ~3 % per 1,000 new ones). The create of the
+    # second answers 409, and its expectation must not stand in for another session's pod
+    # (nor ever be deleted as an extra one of this session).
+    pods = tuple(p for p in pods if not rt.pool.taken_by_another(p.name, ref.name))
+    conn = status.connection
+    pod_name_taken = (
+        conn is not None
+        and conn.pod is not None
+        and not conn.ended
+        and rt.pool.taken_by_another(conn.pod, ref.name)
+    )
     if rt.readiness is not None:
         pods = await _with_worker_reasons(rt.readiness, pods)
-    conn = status.connection
     room: RoomView | None = None
     error: str | None = None
     if conn is not None and conn.room is not None and not conn.ended:
@@ -280,9 +291,23 @@ async def observe(
         livekit_error=error,
         agent_holder=holder,
         room_suffix=n.derived_suffix(ref.uid, "room", connection),
-        pod_suffix=n.derived_suffix(ref.uid, "pod", connection, pods_lost),
+        pod_suffix=_free_pod_suffix(rt, ref, connection, pods_lost),
+        pod_name_taken=pod_name_taken,
         end_requested=end_requested,
     )
+
+
+POD_NAME_CANDIDATES = 8
+
+
+def _free_pod_suffix(rt: Runtime, ref: SessionRef, connection: int, pods_lost: int) -> str:
+    """The first derived pod suffix whose name no other session's pod has (as watched)."""
+    suffix = n.derived_suffix(ref.uid, "pod", connection, pods_lost)
+    for attempt in range(1, POD_NAME_CANDIDATES):
+        if not rt.pool.taken_by_another(n.pod_name(suffix), ref.name):
+            break
+        suffix = n.derived_suffix(ref.uid, "pod", connection, pods_lost, attempt)
+    return suffix
 
 
 async def _agent_holder(

@@ -214,6 +214,52 @@ async def test_connection_bump_gets_a_fresh_room_and_a_fresh_worker(
     assert status(kube, session_name)["connectionsTotal"] == 2
 
 
+async def test_a_pod_name_taken_by_another_sessions_pod_is_named_anew(
+    kube: Kube, operator: OperatorProcess | None, session_name: str, agent_id: str
+) -> None:
+    """Pod names are derived from the session's uid, so two sessions can meet on one (a
+    1,000-session burst once left a session waiting on a pod that was not its own). A pod
+    of another session holds the name connection 2 would get: connection 2 gets a worker
+    under another name, and the other session's pod is left alone."""
+    from voicefleet_operator import naming
+
+    kube.apply(session_obj(kube, session_name, agent_id))
+    await started(kube, session_name)
+    uid = (kube.get("voicesession", session_name) or {})["metadata"]["uid"]
+    met = naming.pod_name(naming.derived_suffix(uid, "pod", 2, 0))
+    other = f"{session_name}-other"
+    decoy = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": met,
+            "namespace": kube.namespace,
+            "labels": naming.worker_labels(other, 1),
+        },
+        # Never scheduled: only its name matters.
+        "spec": {
+            "nodeSelector": {"voicefleet.dev/test": "nowhere"},
+            "containers": [{"name": "worker", "image": "voicefleet-worker:none"}],
+        },
+    }
+    kube.apply(decoy)
+    try:
+        kube.patch_session(session_name, {"spec": {"connection": 2}})
+
+        def second() -> dict[str, Any] | None:
+            conn = status(kube, session_name).get("connection") or {}
+            return conn if conn.get("id") == 2 and conn.get("dispatchedAt") else None
+
+        conn = await wait_for("connection 2 dispatched", second)
+        assert conn["pod"] != met
+        assert [p["metadata"]["name"] for p in live_pods(kube, session_name)] == [conn["pod"]]
+        still = kube.get("pod", met)
+        assert still is not None and not still["metadata"].get("deletionTimestamp")
+        assert still["metadata"]["labels"]["voicefleet.dev/session"] == other
+    finally:
+        kube.run("-n", kube.namespace, "delete", "pod", met, "--ignore-not-found", "--wait=false")
+
+
 async def test_rapid_double_bump_never_runs_two_workers(
     kube: Kube, operator: OperatorProcess | None, session_name: str, agent_id: str
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from opfakes import FakeKube, FakeLiveKit
 from prometheus_client import CollectorRegistry
 
+from voicefleet_operator import naming as n
 from voicefleet_operator.api import parse_status
 from voicefleet_operator.clients.kube import KubernetesUnavailable
 from voicefleet_operator.config import Settings
@@ -128,6 +129,45 @@ async def test_the_pass_after_a_create_neither_creates_again_nor_asks_livekit(
     assert created == [status.connection.pod]
     assert status.condition("RoomReady").status == "True"
     assert status.condition("WorkerReady").reason == "PodNotReady"
+
+
+def other_sessions_pod(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": n.worker_labels("bob-agent77", 1)}, "spec": {}}
+
+
+async def test_a_pod_name_met_by_another_session_is_named_anew_after_the_409(
+    settings: Settings,
+) -> None:
+    """Pod names are derived from the session's uid, so two sessions can meet on one (seen
+    in a 1,000-session burst: one session waited on a pod that was not its own). The create
+    answers 409; once the watch shows whose pod it is, the connection names its worker anew
+    and leaves the other session's pod alone."""
+    rt, kube, _lk, events = runtime(settings)
+    met = n.pod_name(n.derived_suffix("uid-alice-agent66", "pod", 1, 0))
+    kube.pods[met] = other_sessions_pod(met)  # created a moment ago: the watch lags
+    await reconcile_session(rt, body(), [])  # its create of `met` answers 409
+    rt.pool.seen({**kube.pods[met], "status": {"phase": "Running"}})  # the watch catches up
+    await reconcile_session(rt, body(), [])
+    await reconcile_session(rt, body(), [])
+    status = last_status(kube)
+    assert status.connection.pod != met and status.connection.pod in kube.pods
+    mine = kube.pods[status.connection.pod]["metadata"]["labels"]
+    assert mine[n.LABEL_SESSION] == "alice-agent66"
+    assert kube.pods[met] == other_sessions_pod(met) and not kube.deleting
+    assert any(e[1] == "PodNameTaken" and met in e[2] for e in events)
+
+
+async def test_a_pod_name_already_seen_as_another_sessions_is_skipped(
+    settings: Settings,
+) -> None:
+    rt, kube, _lk, events = runtime(settings)
+    met = n.pod_name(n.derived_suffix("uid-alice-agent66", "pod", 1, 0))
+    kube.pods[met] = other_sessions_pod(met)
+    rt.pool.seen({**kube.pods[met], "status": {"phase": "Running"}})
+    await connect(rt)
+    status = last_status(kube)
+    assert status.connection.pod not in (None, met) and len(kube.pods) == 2
+    assert not any(e[1] == "PodNameTaken" for e in events)
 
 
 async def test_a_pass_that_observes_the_same_world_writes_nothing(settings: Settings) -> None:
