@@ -85,6 +85,10 @@ class Settings:
     # Cap on live worker pods (warm and bound); a connection beyond it fails with
     # CapacityExceeded (the gateway's 429). 0: no cap.
     max_workers: int = 0
+    # Python's cyclic GC (gc.set_threshold). With 1,000 sessions held, CPython's defaults
+    # (700, 10, 10) spent ~40 % of the operator's CPU of a burst in collections (measured:
+    # 2.1-2.2 s of 4.7-5.3 s); a young generation of 20,000 spent 0.55 s.
+    gc_thresholds: tuple[int, int, int] = (20000, 20, 20)
 
     @property
     def livekit_http_url(self) -> str:
@@ -140,7 +144,22 @@ ENV_DOC: dict[str, str] = {
     "VOICEFLEET_WARM_POOL_SIZE": "idle warm workers kept ready (0: no pool)",
     "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS": "age at which a warm worker is replaced (3600)",
     "VOICEFLEET_MAX_WORKERS": "cap on live worker pods; beyond it CapacityExceeded (0: none)",
+    "VOICEFLEET_GC_THRESHOLDS": "Python GC thresholds gen0,gen1,gen2 (20000,20,20; CPython's: 700,10,10)",
 }
+
+
+def _gc_thresholds(
+    env: Mapping[str, str], name: str, default: tuple[int, int, int]
+) -> tuple[int, int, int]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or int(parts[0]) < 1:
+        raise ConfigError(
+            f"{name} must be three whole numbers gen0,gen1,gen2 with gen0 >= 1, got {raw!r}"
+        )
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def env_help() -> str:
@@ -269,4 +288,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             10.0, _float(env, "VOICEFLEET_WARM_POOL_MAX_AGE_SECONDS", 3600.0)
         ),
         max_workers=max(0, _int(env, "VOICEFLEET_MAX_WORKERS", 0)),
+        gc_thresholds=_gc_thresholds(env, "VOICEFLEET_GC_THRESHOLDS", (20000, 20, 20)),
     )

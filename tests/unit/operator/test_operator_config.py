@@ -36,6 +36,15 @@ def test_the_sweep_period_is_a_setting_and_never_a_hot_loop() -> None:
         load_settings({**ENV, "VOICEFLEET_SWEEP_SECONDS": "0"})
 
 
+def test_gc_thresholds_default_for_a_process_holding_many_sessions_and_are_checked() -> None:
+    assert load_settings(ENV).gc_thresholds == (20000, 20, 20)
+    cpython = load_settings({**ENV, "VOICEFLEET_GC_THRESHOLDS": " 700, 10,10 "})
+    assert cpython.gc_thresholds == (700, 10, 10)
+    for bad in ("700,10", "0,10,10", "a,b,c", "700,-1,10"):
+        with pytest.raises(ConfigError, match="VOICEFLEET_GC_THRESHOLDS"):
+            load_settings({**ENV, "VOICEFLEET_GC_THRESHOLDS": bad})
+
+
 def test_the_api_secret_never_shows_in_the_settings_repr() -> None:
     s = load_settings({**ENV, "LETTA_API_KEY": "letta-secret-key"})
     assert ENV["LIVEKIT_API_SECRET"] not in repr(s)
