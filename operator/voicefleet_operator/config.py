@@ -85,9 +85,9 @@ class Settings:
     # Cap on live worker pods (warm and bound); a connection beyond it fails with
     # CapacityExceeded (the gateway's 429). 0: no cap.
     max_workers: int = 0
-    # Python's cyclic GC (gc.set_threshold). With 1,000 sessions held, CPython's defaults
-    # (700, 10, 10) spent ~40 % of the operator's CPU of a burst in collections (measured:
-    # 2.1-2.2 s of 4.7-5.3 s); a young generation of 20,000 spent 0.55 s.
+    # Python's cyclic GC (gc.set_threshold). In a burst of 1,000 sessions CPython's defaults
+    # (700, 10, 10) spent 2.0-2.2 s of the operator's 5.4-6.4 s of CPU in collections; these
+    # spent 0.44-0.53 s of 4.5 s (BENCHMARKS.md, reconcile, 2026-11-27 later).
     gc_thresholds: tuple[int, int, int] = (20000, 20, 20)
 
     @property
