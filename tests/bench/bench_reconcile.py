@@ -19,7 +19,8 @@ to stdout, the figures to bench/results/latest.json and bench/results/<UTC times
 
 BENCH_SESSIONS=<N> overrides N (default 1000); BENCH_CONCURRENCY the creates in flight
 (default 50); BENCH_OPERATOR_ENV a JSON object of VOICEFLEET_* settings for the benchmark's
-operator (A/B runs). Benchmarks report; nothing here asserts a timing.
+operator (A/B runs); BENCH_TIMES=<file> writes each session's and pod's timestamps there.
+Benchmarks report; nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import re
 import ssl
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,6 +79,7 @@ WARMUP = 20  # unmeasured pods/sessions first: cold caches cost neither phase
 GOALS = {"ratio_to_floor": ">= 0.5", "p99_ms": "<= 2000", "operator_rss_mb": "<= 300"}
 METRIC_LABEL = re.compile(r'(\w+)="([^"]*)"')
 READ_VERBS = {"GET", "LIST", "WATCH", "CONNECT"}
+LEGS = tuple(f"{leg}_{p}_ms" for leg in ("create", "to_pod", "to_bound") for p in ("p50", "p99"))
 BENCH_OPERATOR = "operator"  # the benchmark's operator among the processes whose CPU is read
 
 
@@ -86,6 +89,7 @@ class Api:
         config = yaml.safe_load(Path(kubeconfig).read_text())
         cluster = config["clusters"][0]["cluster"]
         user = config["users"][0]["user"]
+        self.kubeconfig = kubeconfig
         self.server = str(cluster["server"]).rstrip("/")
         if not self.server.startswith("https://127.0.0.1"):
             raise SystemExit(f"refusing a non-loopback API server: {self.server}")
@@ -114,11 +118,16 @@ class Api:
         body: Any = None,
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201, 202),
+        answer_within: float = 60.0,
     ) -> dict[str, Any]:
         assert self.session is not None
         for _ in range(RETRIES_429):
             async with self.session.request(
-                method, self.server + path, json=body, params=params
+                method,
+                self.server + path,
+                json=body,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=answer_within),
             ) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status == 429:  # the API server's in-flight limit: as clients do, retry
@@ -148,42 +157,99 @@ class Api:
             counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
         return counts
 
-    async def watch_pods(
-        self,
-        namespace: str,
-        selector: str,
-        on_pod: Callable[[dict[str, Any]], None],
-        ready: asyncio.Event,
-    ) -> None:
-        """LIST then WATCH pods (relist when the stream ends or expires), until cancelled."""
-        assert self.session is not None
-        path = f"/api/v1/namespaces/{namespace}/pods"
-        while True:
-            listed = await self.call("GET", path, params={"labelSelector": selector})
-            for pod in listed.get("items") or []:
-                on_pod(pod)
-            params = {
-                "watch": "1",
+
+# -- the pod watch, in a process of its own -------------------------------------------------
+# The benchmark's event loop sends 50 creates at a time; a watch read on the same loop (and
+# under the same GIL) would see pods late by however long the loop is busy, and that lag
+# would count as the operator's. A child process reads the watch instead and stamps each pod
+# as it arrives (CLOCK_MONOTONIC, one clock for every process of the machine).
+async def watch_pods(
+    kubeconfig: str,
+    namespace: str,
+    selector: str,
+    key_label: str | None,
+    on_pod: Callable[[str, bool, float], None],
+    ready: asyncio.Event,
+) -> None:
+    """Run `watch_child` until cancelled: on_pod(key, bound, monotonic time seen) per event;
+    key is the pod's name, or its `key_label` label."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--watch-pods",
+        kubeconfig,
+        namespace,
+        selector,
+        key_label or "",
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 20,
+    )
+    assert proc.stdout is not None
+    try:
+        async for line in proc.stdout:
+            at, key, bound = line.decode().split()
+            if key == "-":
+                ready.set()
+            else:
+                on_pod(key, bound == "1", float(at))
+        raise RuntimeError(f"pod watch process ended (rc {await proc.wait()})")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def watch_child(kubeconfig: str, namespace: str, selector: str, key_label: str) -> None:
+    """LIST then WATCH pods (again when the stream ends), printing "<time> <key> <0|1>" per pod
+    event (1: bound), and "<time> - 0" each time the watch is open."""
+    import http.client
+    import urllib.parse
+
+    api = Api(kubeconfig, 1)
+    host = urllib.parse.urlsplit(api.server)
+
+    def key_of(pod: dict[str, Any]) -> str | None:
+        meta = pod["metadata"]
+        return (meta.get("labels") or {}).get(key_label) if key_label else meta.get("name")
+
+    def emit(pod: dict[str, Any]) -> None:
+        key = key_of(pod)
+        if key:
+            bound = "1" if (pod.get("spec") or {}).get("nodeName") else "0"
+            sys.stdout.write(f"{time.monotonic():.6f} {key} {bound}\n")
+
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    while True:
+        conn = http.client.HTTPSConnection(host.hostname, host.port, context=api.ssl, timeout=300)
+        query = urllib.parse.urlencode({"labelSelector": selector})
+        conn.request("GET", f"{path}?{query}")
+        listed = json.loads(conn.getresponse().read())
+        for pod in listed.get("items") or []:
+            emit(pod)
+        query = urllib.parse.urlencode(
+            {
                 "labelSelector": selector,
+                "watch": "1",
                 "resourceVersion": listed["metadata"]["resourceVersion"],
                 "timeoutSeconds": "280",
             }
-            async with self.session.get(
-                self.server + path,
-                params=params,
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
-            ) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"watch pods: {resp.status}")
-                ready.set()
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        break  # e.g. 410 Gone: relist
-                    if event.get("type") in ("ADDED", "MODIFIED"):
-                        on_pod(event["object"])
+        )
+        conn.request("GET", f"{path}?{query}")
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise SystemExit(f"watch pods: {resp.status}")
+        sys.stdout.write(f"{time.monotonic():.6f} - 0\n")
+        sys.stdout.flush()
+        for line in resp:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event.get("type") == "ERROR":
+                break  # e.g. 410 Gone: relist
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                emit(event["object"])
+                sys.stdout.flush()
+        conn.close()
 
 
 # -- one burst: create N things, see N pods bound --------------------------------------------
@@ -193,7 +259,9 @@ class Burst:
     def __init__(self, name: str, keys: list[str]) -> None:
         self.name = name
         self.keys = set(keys)
-        self.created: dict[str, float] = {}
+        self.created: dict[str, float] = {}  # the create sent
+        self.accepted: dict[str, float] = {}  # the create answered
+        self.appeared: dict[str, float] = {}  # its pod first seen on the watch
         self.bound: dict[str, float] = {}
         self.client_429 = 0  # 429 answers to this burst's creates (retried)
         # What the API server did from the first create to the last pod bound: its writes by
@@ -201,15 +269,19 @@ class Burst:
         # seconds each of the stack's processes (and the benchmark's operator) used meanwhile.
         self.writes: dict[str, int] = {}
         self.cpu_s: dict[str, float] = {}
+        self.operator_work: dict[str, float] = {}  # the operator's passes and calls, per key
 
-    def see(self, key: str | None, pod: dict[str, Any]) -> None:
-        if key in self.keys and key not in self.bound and (pod.get("spec") or {}).get("nodeName"):
-            self.bound[key] = time.monotonic()
+    def see(self, key: str, bound: bool, at: float) -> None:
+        if key not in self.keys or key in self.bound:
+            return
+        self.appeared.setdefault(key, at)
+        if bound:
+            self.bound[key] = at
 
     def figures(self) -> dict[str, float]:
         latencies = sorted(self.bound[k] - self.created[k] for k in self.bound)
         span = max(self.bound.values()) - min(self.created.values())
-        return {
+        return self.split() | {
             "throughput_per_s": round(len(self.bound) / span, 2),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1),
             "p99_ms": round(percentile(latencies, 99) * 1000, 1),
@@ -217,13 +289,40 @@ class Burst:
             "duration_s": round(span, 2),
         }
 
+    def stamps(self) -> dict[str, list[float | None]]:
+        """key → [created, accepted, appeared, bound] (monotonic seconds, None: never)."""
+        return {
+            k: [d.get(k) for d in (self.created, self.accepted, self.appeared, self.bound)]
+            for k in sorted(self.keys)
+        }
+
+    def split(self) -> dict[str, float]:
+        """Where create → bound goes, p50/p99 of each leg (ms): the create's answer, then until
+        its pod is on the watch (for a session: the operator's part), then until it is bound
+        (the scheduler's). A pod that arrives bound counts its whole wait in the middle leg."""
+
+        def legs(start: dict[str, float], end: dict[str, float]) -> list[float]:
+            return sorted(end[k] - start[k] for k in self.bound if k in start and k in end)
+
+        out: dict[str, float] = {}
+        for leg, start, end in (
+            ("create", self.created, self.accepted),
+            ("to_pod", self.accepted, self.appeared),
+            ("to_bound", self.appeared, self.bound),
+        ):
+            values = legs(start, end)
+            if values:
+                out[f"{leg}_p50_ms"] = round(percentile(values, 50) * 1000, 1)
+                out[f"{leg}_p99_ms"] = round(percentile(values, 99) * 1000, 1)
+        return out
+
 
 async def run_burst(
     api: Api,
     namespace: str,
     burst: Burst,
     selector: str,
-    key_of: Callable[[dict[str, Any]], str | None],
+    key_label: str | None,
     create: Callable[[str], Awaitable[None]],
     concurrency: int,
     within: float,
@@ -236,7 +335,7 @@ async def run_burst(
     throttled = api.throttled
     creates: asyncio.Future[list[None]] | None = None
     watcher = asyncio.create_task(
-        api.watch_pods(namespace, selector, lambda pod: burst.see(key_of(pod), pod), ready)
+        watch_pods(api.kubeconfig, namespace, selector, key_label, burst.see, ready)
     )
     try:
         await asyncio.wait_for(ready.wait(), 30)
@@ -248,6 +347,7 @@ async def run_burst(
             async with gate:
                 burst.created[key] = time.monotonic()
                 await create(key)
+                burst.accepted[key] = time.monotonic()
 
         creates = asyncio.gather(*(one(k) for k in sorted(burst.keys)))
         deadline = time.monotonic() + within
@@ -284,6 +384,24 @@ async def run_burst(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+async def delete(api: Api, path: str, params: dict[str, str]) -> dict[str, Any]:
+    # past the API server's own 60 s, so its 504 comes back rather than a client time-out
+    return await api.call("DELETE", path, params=params, ok=(200, 404, 504), answer_within=90)
+
+
+async def delete_all(api: Api, path: str, selector: str, what: str) -> None:
+    """DELETE the collection, and wait until it is gone. The API server ends a collection
+    delete at its request timeout (60 s: 504) wherever it got to: sent again until it
+    answers in time (deleting an object twice changes nothing)."""
+    deadline = time.monotonic() + CLEANUP_TIMEOUT
+    params = {"labelSelector": selector}
+    while (await delete(api, path, params)).get("code") == 504:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"deleting {what}: the API server kept timing out")
+        log(f"cleanup: the API server timed out deleting {what}; deleting the rest")
+    await wait_gone(api, path, selector, what, deadline - time.monotonic())
 
 
 async def wait_gone(api: Api, path: str, selector: str, what: str, within: float) -> None:
@@ -353,15 +471,14 @@ async def floor_phase(
             ns,
             burst,
             selector,
-            lambda pod: pod["metadata"]["name"],
+            None,
             create,
             concurrency,
             within,
             quiet=tag == "w",
         )
     finally:
-        await api.call("DELETE", path, params={"labelSelector": selector}, ok=(200, 404))
-        await wait_gone(api, path, selector, "floor pods", CLEANUP_TIMEOUT)
+        await delete_all(api, path, selector, "floor pods")
     return burst
 
 
@@ -374,6 +491,7 @@ async def operator_phase(
     tag: str,
     operator_pid: int | None,
     operator_log: Path | None = None,
+    operator_metrics: str | None = None,
 ) -> tuple[Burst, dict[str, float]]:
     sessions = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
     selector = f"{BENCH_LABEL}=reconcile"
@@ -404,13 +522,14 @@ async def operator_phase(
     burst = Burst("reconcile", [f"bench-{tag}-{i}" for i in range(n)])
     rss: dict[str, float] = {}
     log_start = log_size(operator_log)
+    counts_before = await operator_counts(operator_metrics)
     try:
         await run_burst(
             api,
             ns,
             burst,
             SESSION_LABEL,
-            lambda pod: (pod["metadata"].get("labels") or {}).get(SESSION_LABEL),
+            SESSION_LABEL,
             create,
             concurrency,
             within,
@@ -422,14 +541,41 @@ async def operator_phase(
             rss = read_rss(operator_pid)
             rss["api_429"] = count_429(operator_log, log_start)
             rss["cpu_s"] = burst.cpu_s[BENCH_OPERATOR]
+            burst.operator_work = per_item(
+                await operator_counts(operator_metrics) - counts_before, n
+            )
             log(f"reconcile: operator RSS {rss['rss_mb']:.0f} MB with {n} live sessions")
     finally:
-        await api.call("DELETE", sessions, params={"labelSelector": selector}, ok=(200, 404))
-        await wait_gone(api, sessions, selector, "VoiceSessions", CLEANUP_TIMEOUT)
+        await delete_all(api, sessions, selector, "VoiceSessions")
         await wait_gone(
             api, f"/api/v1/namespaces/{ns}/pods", SESSION_LABEL, "worker pods", CLEANUP_TIMEOUT
         )
     return burst, rss
+
+
+OPERATOR_COUNTS = re.compile(
+    r"^voicefleet_(reconcile_seconds|api_request_seconds)_count(?:\{([^}]*)\})? ([0-9.e+]+)$", re.M
+)
+
+
+async def operator_counts(url: str | None) -> Counter[str]:
+    """The operator's reconcile passes and its calls by target and call, from its /metrics."""
+    counts: Counter[str] = Counter()
+    if url is None:
+        return counts
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return str(resp.read().decode())
+
+    for what, labels, value in OPERATOR_COUNTS.findall(await asyncio.to_thread(scrape)):
+        got = dict(METRIC_LABEL.findall(labels))
+        name = (
+            "reconcile passes" if what == "reconcile_seconds" else f"{got['target']} {got['call']}"
+        )
+        result = got.get("result", "ok")
+        counts[name if result == "ok" else f"{name} ({result})"] += int(float(value))
+    return counts
 
 
 def log_size(path: Path | None) -> int:
@@ -446,7 +592,12 @@ def count_429(path: Path | None, offset: int) -> int:
 
 
 async def measure(
-    env: dict[str, str], n: int, concurrency: int, operator_pid: int, operator_log: Path
+    env: dict[str, str],
+    n: int,
+    concurrency: int,
+    operator_pid: int,
+    operator_log: Path,
+    operator_metrics: str,
 ) -> dict[str, Any]:
     ns = env.get("NAMESPACE", "voicefleet")
     timeout = max(120.0, n * 0.6)
@@ -462,8 +613,7 @@ async def measure(
             (f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}", f"{BENCH_LABEL}=reconcile"),
             (f"/api/v1/namespaces/{ns}/pods", f"{BENCH_LABEL}=floor"),
         ):
-            await api.call("DELETE", path, params={"labelSelector": selector}, ok=(200, 404))
-            await wait_gone(api, path, selector, "leftovers", CLEANUP_TIMEOUT)
+            await delete_all(api, path, selector, "leftovers")
         log(f"warm-up: {WARMUP} pods, {WARMUP} sessions (not measured)")
         await floor_phase(api, env, ns, WARMUP, concurrency, 120, "w")
         await operator_phase(api, ns, WARMUP, concurrency, 120, "w", None)
@@ -474,9 +624,12 @@ async def measure(
         log(f"floor: {ff['throughput_per_s']}/s, p50 {ff['p50_ms']} ms, p99 {ff['p99_ms']} ms")
         log(f"reconcile: {n} VoiceSessions in a burst, {concurrency} creates in flight")
         rec, rss = await operator_phase(
-            api, ns, n, concurrency, timeout, "m", operator_pid, operator_log
+            api, ns, n, concurrency, timeout, "m", operator_pid, operator_log, operator_metrics
         )
         rf = rec.figures()
+        if os.environ.get("BENCH_TIMES"):  # each key's stamps, for a closer look
+            stamps = json.dumps({b.name: b.stamps() for b in (floor, rec)})
+            await asyncio.to_thread(Path(os.environ["BENCH_TIMES"]).write_text, stamps)
         log(f"reconcile: {rf['throughput_per_s']}/s, p50 {rf['p50_ms']} ms, p99 {rf['p99_ms']} ms")
     return {
         "reconcile": {
@@ -506,6 +659,11 @@ async def measure(
             # per session / per floor pod, from the first create to the last pod bound
             "apiserver_writes_per_session": per_item(rec.writes, n),
             "floor_apiserver_writes_per_pod": per_item(floor.writes, n),
+            # the operator's reconcile passes and calls per session, burst + settle
+            "operator_work_per_session": rec.operator_work,
+            # create → bound in legs: the create's answer, its pod on the watch, bound
+            "latency_legs_ms": {leg: rf[leg] for leg in LEGS if leg in rf},
+            "floor_latency_legs_ms": {leg: ff[leg] for leg in LEGS if leg in ff},
             "goals": GOALS,
         },
         "kubernetes": version.get("gitVersion", ""),
@@ -523,6 +681,13 @@ def _opt(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _legs(legs: dict[str, float] | None, leg: str) -> str:
+    legs = legs or {}
+    if f"{leg}_p50_ms" not in legs:
+        return "-"
+    return f"{legs[f'{leg}_p50_ms']:.0f} / {legs[f'{leg}_p99_ms']:.0f}"
+
+
 def table(rec: dict[str, Any]) -> str:
     floor_writes = rec.get("floor_apiserver_writes_per_pod") or {}
     floor_cpu = rec.get("floor_cpu_s_by_process") or {}
@@ -538,6 +703,19 @@ def table(rec: dict[str, Any]) -> str:
         ("ratio_to_floor", f"{rec['ratio_to_floor']:.2f}", "1.00", GOALS["ratio_to_floor"]),
         ("p50 create→bound (ms)", f"{rec['p50_ms']:.0f}", f"{rec['floor_p50_ms']:.0f}", ""),
         ("p99 create→bound (ms)", f"{rec['p99_ms']:.0f}", f"{rec['floor_p99_ms']:.0f}", "<= 2000"),
+        *(
+            (
+                f"  {title} p50 / p99 (ms)",
+                _legs(rec.get("latency_legs_ms"), leg),
+                _legs(rec.get("floor_latency_legs_ms"), leg),
+                "",
+            )
+            for leg, title in (
+                ("create", "of which: the create answered,"),
+                ("to_pod", "then its pod on the watch,"),
+                ("to_bound", "then bound,"),
+            )
+        ),
         ("burst duration (s)", f"{rec['duration_s']:.1f}", f"{rec['floor_duration_s']:.1f}", ""),
         (
             "429s: creates / operator log lines",
@@ -564,6 +742,16 @@ def table(rec: dict[str, Any]) -> str:
         *(
             (f"  {what}", f"{per:.2f}", _opt(floor_writes.get(what)), "")
             for what, per in list((rec.get("apiserver_writes_per_session") or {}).items())[1:]
+        ),
+        (
+            "operator passes + calls per session",
+            _opt((rec.get("operator_work_per_session") or {}).get("total")),
+            "",
+            "",
+        ),
+        *(
+            (f"  {what}", f"{per:.2f}", "", "")
+            for what, per in list((rec.get("operator_work_per_session") or {}).items())[1:]
         ),
         ("operator RSS, N live (MB)", f"{rec['operator_rss_mb']:.0f}", "", "<= 300"),
         (
@@ -610,13 +798,18 @@ def run(env: dict[str, str], work: Path) -> dict[str, Any]:
     try:
         time.sleep(PEERING_SETTLE_SECONDS)
         assert operator.proc is not None
-        figures = asyncio.run(measure(env, n, concurrency, operator.proc.pid, operator.log))
+        figures = asyncio.run(
+            measure(env, n, concurrency, operator.proc.pid, operator.log, operator.metrics_url)
+        )
     finally:
         operator.stop()
     return figures
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--watch-pods"]:
+        watch_child(*sys.argv[2:6])
+        sys.exit(0)
     from run import main
 
     sys.exit(main(["--only", "reconcile"]))
