@@ -34,7 +34,7 @@ import ssl
 import sys
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -269,7 +269,7 @@ class Burst:
         # seconds each of the stack's processes (and the benchmark's operator) used meanwhile.
         self.writes: dict[str, int] = {}
         self.cpu_s: dict[str, float] = {}
-        self.operator_work: dict[str, float] = {}  # the operator's passes and calls, per key
+        self.operator_work: dict[str, dict[str, float]] = {}  # see operator_work()
 
     def see(self, key: str, bound: bool, at: float) -> None:
         if key not in self.keys or key in self.bound:
@@ -541,9 +541,8 @@ async def operator_phase(
             rss = read_rss(operator_pid)
             rss["api_429"] = count_429(operator_log, log_start)
             rss["cpu_s"] = burst.cpu_s[BENCH_OPERATOR]
-            burst.operator_work = per_item(
-                await operator_counts(operator_metrics) - counts_before, n
-            )
+            counts_after = await operator_counts(operator_metrics)
+            burst.operator_work = operator_work(counts_before, counts_after, n)
             log(f"reconcile: operator RSS {rss['rss_mb']:.0f} MB with {n} live sessions")
     finally:
         await delete_all(api, sessions, selector, "VoiceSessions")
@@ -554,13 +553,16 @@ async def operator_phase(
 
 
 OPERATOR_COUNTS = re.compile(
-    r"^voicefleet_(reconcile_seconds|api_request_seconds)_count(?:\{([^}]*)\})? ([0-9.e+]+)$", re.M
+    r"^voicefleet_(reconcile_seconds|api_request_seconds)_(count|sum)(?:\{([^}]*)\})? "
+    r"([0-9.e+-]+)$",
+    re.M,
 )
 
 
-async def operator_counts(url: str | None) -> Counter[str]:
-    """The operator's reconcile passes and its calls by target and call, from its /metrics."""
-    counts: Counter[str] = Counter()
+async def operator_counts(url: str | None) -> dict[str, float]:
+    """The operator's reconcile passes and its calls by target and call, from its /metrics:
+    "<what>" → how many, "<what> s" → their seconds in all."""
+    counts: dict[str, float] = defaultdict(float)
     if url is None:
         return counts
 
@@ -568,14 +570,30 @@ async def operator_counts(url: str | None) -> Counter[str]:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return str(resp.read().decode())
 
-    for what, labels, value in OPERATOR_COUNTS.findall(await asyncio.to_thread(scrape)):
+    for what, kind, labels, value in OPERATOR_COUNTS.findall(await asyncio.to_thread(scrape)):
         got = dict(METRIC_LABEL.findall(labels))
         name = (
             "reconcile passes" if what == "reconcile_seconds" else f"{got['target']} {got['call']}"
         )
         result = got.get("result", "ok")
-        counts[name if result == "ok" else f"{name} ({result})"] += int(float(value))
+        name = name if result == "ok" else f"{name} ({result})"
+        counts[name if kind == "count" else f"{name} s"] += float(value)
     return counts
+
+
+def operator_work(
+    before: dict[str, float], after: dict[str, float], n: int
+) -> dict[str, dict[str, float]]:
+    """What the operator did per session in between, and how long each took on average (ms)."""
+    counts = {what: after[what] - before.get(what, 0.0) for what in after}
+    return {
+        what: {
+            "per_session": round(count / n, 2),
+            "mean_ms": round(counts[f"{what} s"] / count * 1000, 1),
+        }
+        for what, count in sorted(counts.items(), key=lambda kv: -kv[1])
+        if not what.endswith(" s") and count >= n / 100
+    }
 
 
 def log_size(path: Path | None) -> int:
@@ -659,8 +677,9 @@ async def measure(
             # per session / per floor pod, from the first create to the last pod bound
             "apiserver_writes_per_session": per_item(rec.writes, n),
             "floor_apiserver_writes_per_pod": per_item(floor.writes, n),
-            # the operator's reconcile passes and calls per session, burst + settle
-            "operator_work_per_session": rec.operator_work,
+            # the operator's reconcile passes and calls per session (and their mean time),
+            # in the burst and the 5 s after it
+            "operator_work": rec.operator_work,
             # create → bound in legs: the create's answer, its pod on the watch, bound
             "latency_legs_ms": {leg: rf[leg] for leg in LEGS if leg in rf},
             "floor_latency_legs_ms": {leg: ff[leg] for leg in LEGS if leg in ff},
@@ -743,15 +762,10 @@ def table(rec: dict[str, Any]) -> str:
             (f"  {what}", f"{per:.2f}", _opt(floor_writes.get(what)), "")
             for what, per in list((rec.get("apiserver_writes_per_session") or {}).items())[1:]
         ),
-        (
-            "operator passes + calls per session",
-            _opt((rec.get("operator_work_per_session") or {}).get("total")),
-            "",
-            "",
-        ),
+        ("operator's passes and calls per session (mean ms)", "", "", ""),
         *(
-            (f"  {what}", f"{per:.2f}", "", "")
-            for what, per in list((rec.get("operator_work_per_session") or {}).items())[1:]
+            (f"  {what}", f"{work['per_session']:.2f} ({work['mean_ms']:.0f})", "", "")
+            for what, work in (rec.get("operator_work") or {}).items()
         ),
         ("operator RSS, N live (MB)", f"{rec['operator_rss_mb']:.0f}", "", "<= 300"),
         (
