@@ -145,7 +145,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
 
         async def mark(session: str, value: str) -> bool:
-            _wake(memo, n.session_key(cfg.namespace, session), urgent=True)
+            key = n.session_key(cfg.namespace, session)
+            memo.runtime.rooms.forget(key)  # the next pass asks LiveKit (RecentRooms)
+            _wake(memo, key, urgent=True)
             return await kube.annotate_session(
                 cfg.namespace, session, {n.ANNOTATION_LIVEKIT_EVENT: value}
             )

@@ -160,6 +160,42 @@ class Expectations:
         self._rooms.pop(key, None)
 
 
+class RecentRooms:
+    """Room views LiveKit gave a session's earlier pass, reused while a worker starts.
+
+    Until a connection's worker is ready its passes are woken by the worker pod's own updates
+    (created, scheduled, started, ready: several per cold start), not by anything in the
+    room, and each asked LiveKit for the room's participants again: 1.35 ListParticipants
+    per session in a burst of 1,000. A view younger than `max_age` answers such a pass
+    instead, unless LiveKit reported something about the session since it was taken (the
+    webhook's mark on the session, or this process's receiver forgetting the view). The
+    periodic room check comes `room_check_seconds` (at least `max_age`) after a pass and asks
+    again, so a lost webhook still changes nothing but latency; a pass that needs the room's
+    dispatches (the worker is ready) always asks.
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age, self._clock = max_age, clock
+        self._views: dict[str, tuple[str, str | None, float, RoomView]] = {}
+
+    def get(self, key: str, room: str, mark: str | None) -> RoomView | None:
+        """The view of `room` kept for the session, if still good for a pass with `mark`."""
+        kept = self._views.get(key)
+        if kept is None:
+            return None
+        kept_room, kept_mark, at, view = kept
+        if kept_room != room or kept_mark != mark or self._clock() - at >= self._max_age:
+            del self._views[key]
+            return None
+        return view
+
+    def put(self, key: str, room: str, mark: str | None, view: RoomView) -> None:
+        self._views[key] = (room, mark, self._clock(), view)
+
+    def forget(self, key: str) -> None:
+        self._views.pop(key, None)
+
+
 @dataclasses.dataclass
 class Runtime:
     """Everything a reconcile needs, built once by the composition root."""
@@ -173,10 +209,15 @@ class Runtime:
     statuses: dict[str, VoiceSessionStatus] = dataclasses.field(default_factory=dict)
     unwritten: set[str] = dataclasses.field(default_factory=set)  # statuses kept for the next pass
     expect: Expectations = dataclasses.field(default_factory=Expectations)
+    rooms: RecentRooms = dataclasses.field(default_factory=lambda: RecentRooms(0.0))
     pool: WarmPool = dataclasses.field(default_factory=WarmPool)
     readiness: WorkerReadiness | None = None  # asks a not-ready worker why (None: never)
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Half the periodic room check: the check's own pass always asks LiveKit again.
+        self.rooms = RecentRooms(self.settings.room_check_seconds / 2)
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -234,6 +275,7 @@ async def observe(
     generation: int,
     known_pods: Iterable[PodView] | None = None,
     end_requested: int | None = None,
+    livekit_mark: str | None = None,
 ) -> Observation:
     """What is: the session's pods (from kopf's pod index when given, else a LIST), its room."""
     key = n.session_key(ref.namespace, ref.name)
@@ -259,14 +301,8 @@ async def observe(
     room: RoomView | None = None
     error: str | None = None
     if conn is not None and conn.room is not None and not conn.ended:
-        if rt.expect.take_room(key, conn.room):
-            # Just created here: it exists, nobody is in it, nothing is dispatched to it.
-            room = RoomView(exists=True, dispatches=() if conn.pod_ready_at else None)
-    if room is None and conn is not None and conn.room is not None and not conn.ended:
         try:
-            room = await rt.livekit.observe_room(
-                conn.room, dispatches_if_no_agent=conn.pod_ready_at is not None
-            )
+            room = await _observe_room(rt, key, conn, livekit_mark)
         except LiveKitUnavailable as exc:
             error = str(exc)
             rt.metrics.errors.labels("LiveKitUnavailable").inc()
@@ -295,6 +331,25 @@ async def observe(
         pod_name_taken=pod_name_taken,
         end_requested=end_requested,
     )
+
+
+async def _observe_room(
+    rt: Runtime, key: str, conn: ConnectionStatus, mark: str | None
+) -> RoomView:
+    """The connection's room: as just created here, as seen a moment ago (RecentRooms: only
+    while the worker starts), or as LiveKit has it now."""
+    assert conn.room is not None
+    starting = conn.pod_ready_at is None  # dispatches are looked at once the worker is ready
+    if rt.expect.take_room(key, conn.room):
+        # Just created here: it exists, nobody is in it, nothing is dispatched to it.
+        room = RoomView(exists=True, dispatches=None if starting else ())
+    elif starting and (kept := rt.rooms.get(key, conn.room, mark)) is not None:
+        return kept
+    else:
+        room = await rt.livekit.observe_room(conn.room, dispatches_if_no_agent=not starting)
+    if starting:
+        rt.rooms.put(key, conn.room, mark, room)
+    return room
 
 
 POD_NAME_CANDIDATES = 8
@@ -486,7 +541,15 @@ async def reconcile_session(
         spec, invalid = None, _validation_message(exc)
     try:
         obs = await observe(
-            rt, ref, spec, status, indexed_holders, generation, known_pods, _end_requested(body)
+            rt,
+            ref,
+            spec,
+            status,
+            indexed_holders,
+            generation,
+            known_pods,
+            _end_requested(body),
+            (body["metadata"].get("annotations") or {}).get(n.ANNOTATION_LIVEKIT_EVENT),
         )
     except KubernetesUnavailable as exc:
         return _backoff(rt, key, str(exc), "KubernetesUnavailable")
@@ -630,6 +693,7 @@ def forget(rt: Runtime, ref: SessionRef) -> None:
     rt.statuses.pop(key, None)
     rt.unwritten.discard(key)
     rt.expect.forget(key)
+    rt.rooms.forget(key)
     rt.failures.pop(key, None)
     rt.locks.pop(key, None)
     rt.claims.release_all(ref.name)

@@ -16,9 +16,10 @@ from voicefleet_operator.clients.kube import KubernetesUnavailable
 from voicefleet_operator.config import Settings
 from voicefleet_operator.manifests import RoomRequest
 from voicefleet_operator.metrics import Metrics
-from voicefleet_operator.plan import ParticipantView
+from voicefleet_operator.plan import ParticipantView, RoomView
 from voicefleet_operator.reconcile import (
     AgentClaims,
+    RecentRooms,
     RetryLater,
     Runtime,
     reconcile_session,
@@ -194,10 +195,26 @@ async def test_ready_pod_is_dispatched_once_and_the_agent_makes_it_ready(
     assert last_status(kube).phase.value == "Ready"
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def with_clock(rt: Runtime) -> Clock:
+    clock = Clock()
+    rt.rooms = RecentRooms(rt.settings.room_check_seconds / 2, clock)
+    return clock
+
+
 async def test_livekit_down_is_a_condition_not_a_crash(settings: Settings) -> None:
     rt, kube, lk, _ = runtime(settings)
+    clock = with_clock(rt)
     await connect(rt)  # the pass after the create takes the create's answer as its look
     lk.down = True
+    clock.now += settings.room_check_seconds  # the periodic room check's pass
     delay = await reconcile_session(rt, body(), [])
     ready = last_status(kube).condition("RoomReady")
     assert ready is not None and ready.reason == "LiveKitUnavailable"
@@ -206,6 +223,63 @@ async def test_livekit_down_is_a_condition_not_a_crash(settings: Settings) -> No
     await reconcile_session(rt, body(), [])
     ready = last_status(kube).condition("RoomReady")
     assert ready is not None and ready.status == "True"
+
+
+def marked(mark: str) -> dict[str, Any]:
+    """The session after the webhook receiver marked it (a participant joined or left)."""
+    b = body()
+    b["metadata"]["annotations"] = {n.ANNOTATION_LIVEKIT_EVENT: mark}
+    return b
+
+
+async def test_a_starting_workers_passes_ask_livekit_only_when_the_room_may_have_changed(
+    settings: Settings,
+) -> None:
+    """Passes woken by the worker pod's updates reuse the room's last view while the worker
+    starts; a webhook's mark, the periodic room check and a ready worker ask again."""
+    rt, kube, lk, _ = runtime(settings)
+    clock = with_clock(rt)
+    await connect(rt)  # the create's answer is the look of the pass after it
+    room = last_status(kube).connection.room
+    for _ in range(3):  # the pod is scheduled, its container starts, ...
+        await reconcile_session(rt, body(), [])
+        clock.now += 1.0
+    assert lk.calls.count("observe_room") == 0
+    # The user joined; LiveKit's webhook marked the session: the next pass asks, and sees.
+    lk.participants[room] = [ParticipantView("alice", agent=False)]
+    await reconcile_session(rt, marked("participant_joined/1/EV_1"), [])
+    assert lk.calls.count("observe_room") == 1
+    assert last_status(kube).connection.user_joined_at is not None
+    await reconcile_session(rt, marked("participant_joined/1/EV_1"), [])
+    assert lk.calls.count("observe_room") == 1
+    # The periodic room check asks whatever the webhooks said (one may have been lost).
+    clock.now += settings.room_check_seconds
+    await reconcile_session(rt, marked("participant_joined/1/EV_1"), [])
+    assert lk.calls.count("observe_room") == 2
+    # The worker is ready: the pass that sees it dispatches (nothing was before), and from
+    # then on every pass asks LiveKit (its dispatches, whether the agent came).
+    kube.ready.add(last_status(kube).connection.pod)
+    for _ in range(3):
+        await reconcile_session(rt, marked("participant_joined/1/EV_1"), [])
+    assert lk.calls.count("create_dispatch") == 1
+    assert lk.calls.count("observe_room") == 4
+
+
+def test_a_kept_room_view_is_only_for_its_room_and_mark_and_until_forgotten() -> None:
+    clock = Clock()
+    rooms = RecentRooms(5.0, clock)
+    view = RoomView(exists=True)
+    rooms.put("ns/a", "room-1", None, view)
+    assert rooms.get("ns/a", "room-1", None) is view
+    assert rooms.get("ns/a", "room-2", None) is None  # another connection's room
+    rooms.put("ns/a", "room-1", None, view)
+    assert rooms.get("ns/a", "room-1", "participant_left/1/EV_2") is None
+    rooms.put("ns/a", "room-1", None, view)
+    rooms.forget("ns/a")
+    assert rooms.get("ns/a", "room-1", None) is None
+    rooms.put("ns/a", "room-1", None, view)
+    clock.now += 5.0
+    assert rooms.get("ns/a", "room-1", None) is None
 
 
 async def test_kubernetes_down_backs_off_and_changes_nothing(settings: Settings) -> None:
