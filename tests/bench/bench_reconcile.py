@@ -79,6 +79,11 @@ WARMUP = 20  # unmeasured pods/sessions first: cold caches cost neither phase
 GOALS = {"ratio_to_floor": ">= 0.5", "p99_ms": "<= 2000", "operator_rss_mb": "<= 300"}
 METRIC_LABEL = re.compile(r'(\w+)="([^"]*)"')
 READ_VERBS = {"GET", "LIST", "WATCH", "CONNECT"}
+APF_SERIES = (
+    ("apiserver_flowcontrol_request_wait_duration_seconds_count", "requests"),
+    ("apiserver_flowcontrol_request_wait_duration_seconds_sum", "wait_s"),
+    ("apiserver_flowcontrol_rejected_requests_total", "rejected"),
+)
 LEGS = tuple(f"{leg}_{p}_ms" for leg in ("create", "to_pod", "to_bound") for p in ("p50", "p99"))
 BENCH_OPERATOR = "operator"  # the benchmark's operator among the processes whose CPU is read
 
@@ -139,23 +144,63 @@ class Api:
                 return dict(data or {})
         raise RuntimeError(f"{method} {path}: still 429 after {RETRIES_429} attempts")
 
-    async def writes(self) -> Counter[str]:
-        """The API server's writes so far ("POST pods/binding": count), from its /metrics."""
+    async def metrics(self) -> str:
+        """The API server's /metrics."""
         assert self.session is not None
         async with self.session.get(self.server + "/metrics") as resp:
-            text = await resp.text()
-        counts: Counter[str] = Counter()
-        for line in text.splitlines():
-            if not line.startswith("apiserver_request_total{"):
-                continue
-            labels = dict(METRIC_LABEL.findall(line))
-            if labels.get("verb") in READ_VERBS:
-                continue
-            resource = labels.get("resource", "")
-            if labels.get("subresource"):
-                resource += "/" + labels["subresource"]
-            counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
-        return counts
+            return await resp.text()
+
+
+def writes_of(metrics: str) -> Counter[str]:
+    """The API server's writes so far ("POST pods/binding": count)."""
+    counts: Counter[str] = Counter()
+    for line in metrics.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(METRIC_LABEL.findall(line))
+        if labels.get("verb") in READ_VERBS:
+            continue
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def flow_control_of(metrics: str) -> dict[tuple[str, str], float]:
+    """API Priority and Fairness so far, by flow schema: (flow, "requests" | "wait_s" |
+    "rejected") → value. Requests that ran, the seconds they waited in its queues, and the
+    requests it refused (429)."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for line in metrics.splitlines():
+        for prefix, what in APF_SERIES:
+            if line.startswith(prefix + "{"):
+                labels = dict(METRIC_LABEL.findall(line))
+                if what != "rejected" and labels.get("execute") != "true":
+                    break
+                out[(labels.get("flow_schema", ""), what)] += float(line.rsplit(" ", 1)[1])
+                break
+    return out
+
+
+def flow_control(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], n: int
+) -> dict[str, dict[str, float]]:
+    """Per flow schema with at least n/100 requests in between: how many per item, their
+    mean wait in the API server's queues (ms), and how many were refused."""
+    out: dict[str, dict[str, float]] = {}
+    for flow in sorted({f for f, _ in after}):
+        ran = after[(flow, "requests")] - before.get((flow, "requests"), 0.0)
+        rejected = after[(flow, "rejected")] - before.get((flow, "rejected"), 0.0)
+        if ran + rejected < n / 100:
+            continue
+        waited = after[(flow, "wait_s")] - before.get((flow, "wait_s"), 0.0)
+        out[flow] = {
+            "per_item": round(ran / n, 2),
+            "mean_wait_ms": round(waited / ran * 1000, 1) if ran else 0.0,
+            "rejected": int(rejected),
+        }
+    return out
 
 
 # -- the pod watch, in a process of its own -------------------------------------------------
@@ -270,6 +315,7 @@ class Burst:
         self.writes: dict[str, int] = {}
         self.cpu_s: dict[str, float] = {}
         self.operator_work: dict[str, dict[str, float]] = {}  # see operator_work()
+        self.flow_control: dict[str, dict[str, float]] = {}  # see flow_control()
 
     def see(self, key: str, bound: bool, at: float) -> None:
         if key not in self.keys or key in self.bound:
@@ -339,7 +385,7 @@ async def run_burst(
     )
     try:
         await asyncio.wait_for(ready.wait(), 30)
-        writes_before = await api.writes()
+        metrics_before = await api.metrics()
         cpu_before = {name: cpu_seconds(pid) for name, pid in api.pids.items()}
         gate = asyncio.Semaphore(concurrency)
 
@@ -375,7 +421,11 @@ async def run_burst(
         burst.cpu_s = {
             name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in api.pids.items()
         }
-        burst.writes = dict((await api.writes() - writes_before).most_common())
+        metrics_after = await api.metrics()
+        burst.writes = dict((writes_of(metrics_after) - writes_of(metrics_before)).most_common())
+        burst.flow_control = flow_control(
+            flow_control_of(metrics_before), flow_control_of(metrics_after), len(burst.keys)
+        )
         await asyncio.wait_for(creates, 60)
         burst.client_429 = api.throttled - throttled
     finally:
@@ -677,6 +727,10 @@ async def measure(
             # per session / per floor pod, from the first create to the last pod bound
             "apiserver_writes_per_session": per_item(rec.writes, n),
             "floor_apiserver_writes_per_pod": per_item(floor.writes, n),
+            # API Priority and Fairness by flow schema in each burst: requests per item, their
+            # mean wait in its queues, refusals (the benchmark's own creates are admin: exempt)
+            "flow_control": rec.flow_control,
+            "floor_flow_control": floor.flow_control,
             # the operator's reconcile passes and calls per session (and their mean time),
             # in the burst and the 5 s after it
             "operator_work": rec.operator_work,
@@ -707,9 +761,17 @@ def _legs(legs: dict[str, float] | None, leg: str) -> str:
     return f"{legs[f'{leg}_p50_ms']:.0f} / {legs[f'{leg}_p99_ms']:.0f}"
 
 
+def _flow(flows: dict[str, dict[str, float]] | None, flow: str) -> str:
+    got = (flows or {}).get(flow)
+    if got is None:
+        return "-"
+    return f"{got['per_item']:.2f}, {got['mean_wait_ms']:.0f} ms, {got['rejected']:.0f}"
+
+
 def table(rec: dict[str, Any]) -> str:
     floor_writes = rec.get("floor_apiserver_writes_per_pod") or {}
     floor_cpu = rec.get("floor_cpu_s_by_process") or {}
+    floor_apf = rec.get("floor_flow_control") or {}
     rows = [
         ("figure", "voicefleet", "floor (no operator)", "goal"),
         ("sessions / pods", str(rec["sessions"]), str(rec["sessions"]), ""),
@@ -761,6 +823,11 @@ def table(rec: dict[str, Any]) -> str:
         *(
             (f"  {what}", f"{per:.2f}", _opt(floor_writes.get(what)), "")
             for what, per in list((rec.get("apiserver_writes_per_session") or {}).items())[1:]
+        ),
+        ("API server queues (APF): requests per item, mean wait ms, refused", "", "", ""),
+        *(
+            (f"  {flow}", _flow(rec.get("flow_control"), flow), _flow(floor_apf, flow), "")
+            for flow in sorted({*(rec.get("flow_control") or {}), *floor_apf})
         ),
         ("operator's passes and calls per session (mean ms)", "", "", ""),
         *(
