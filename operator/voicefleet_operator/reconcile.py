@@ -170,8 +170,8 @@ class RecentRooms:
     instead, unless LiveKit reported something about the session since it was taken (the
     webhook's mark on the session, or this process's receiver forgetting the view). The
     periodic room check comes `room_check_seconds` (at least `max_age`) after a pass and asks
-    again, so a lost webhook still changes nothing but latency; a pass that needs the room's
-    dispatches (the worker is ready) always asks.
+    again, so a lost webhook still changes nothing but latency; once the status has the
+    worker ready, every pass asks (it needs the room's dispatches too).
     """
 
     def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -209,7 +209,7 @@ class Runtime:
     statuses: dict[str, VoiceSessionStatus] = dataclasses.field(default_factory=dict)
     unwritten: set[str] = dataclasses.field(default_factory=set)  # statuses kept for the next pass
     expect: Expectations = dataclasses.field(default_factory=Expectations)
-    rooms: RecentRooms = dataclasses.field(default_factory=lambda: RecentRooms(0.0))
+    rooms: RecentRooms = dataclasses.field(init=False)
     pool: WarmPool = dataclasses.field(default_factory=WarmPool)
     readiness: WorkerReadiness | None = None  # asks a not-ready worker why (None: never)
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
