@@ -190,11 +190,13 @@ def flow_control(
     mean wait in the API server's queues (ms), and how many were refused."""
     out: dict[str, dict[str, float]] = {}
     for flow in sorted({f for f, _ in after}):
-        ran = after[(flow, "requests")] - before.get((flow, "requests"), 0.0)
-        rejected = after[(flow, "rejected")] - before.get((flow, "rejected"), 0.0)
+
+        def change(what: str, flow: str = flow) -> float:
+            return after.get((flow, what), 0.0) - before.get((flow, what), 0.0)
+
+        ran, rejected, waited = change("requests"), change("rejected"), change("wait_s")
         if ran + rejected < n / 100:
             continue
-        waited = after[(flow, "wait_s")] - before.get((flow, "wait_s"), 0.0)
         out[flow] = {
             "per_item": round(ran / n, 2),
             "mean_wait_ms": round(waited / ran * 1000, 1) if ran else 0.0,
