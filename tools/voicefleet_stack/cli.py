@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument(
         "--without-letta",
         action="store_true",
-        help="skip the model, PostgreSQL and Letta (Kubernetes and LiveKit only; faster)",
+        help="skip the model, PostgreSQL, Letta and the gateway (Kubernetes, LiveKit and the "
+        "operator only; faster)",
     )
     p_up.add_argument(
         "--real-node",

@@ -150,41 +150,6 @@ def _project_python() -> str:
     return sys.executable
 
 
-def webhook_part(ctx: StackContext) -> Part:
-    """STOPGAP until the operator's receiver (issue 4) owns WEBHOOK_URL."""
-    port = ctx.ports["webhook"]
-    out = ctx.stack_dir / "webhooks.jsonl"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(ctx.data("webhook")),
-        "LIVEKIT_API_KEY": ctx.values["LIVEKIT_API_KEY"],
-        "LIVEKIT_API_SECRET": ctx.values["LIVEKIT_API_SECRET"],
-        "PYTHONUNBUFFERED": "1",
-    }
-
-    def healthy() -> bool:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return bool(r.status == 200)
-
-    return Part(
-        name="webhook-receiver",
-        argv=[
-            _project_python(),
-            "-m",
-            "voicefleet_stack.webhook_sink",
-            f"--port={port}",
-            f"--out={out}",
-        ],
-        env=env,
-        cwd=ctx.data("webhook"),
-        health=healthy,
-        timeout=30,
-        description="stopgap receiver (records verified events) until the operator's",
-    )
-
-
 def write_env(ctx: StackContext, cp: kube.ControlPlane) -> Path:
     values = {
         "KUBECONFIG": str(cp.admin_kubeconfig),
@@ -314,7 +279,6 @@ def restart(name: str) -> int:
             cp.controller_manager(),
             cp.scheduler(),
             cp.kwok(),
-            webhook_part(ctx),
             cp.hostlet(python),
             livekit.livekit_part(ctx, _bridge(layout)),
             components.operator_part(ctx, cp, python, _container_workers(ctx, layout)),
@@ -372,7 +336,6 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
         _rmtree(directory / sub)
     logs = directory / "logs"
     _rmtree(logs)
-    (directory / "webhooks.jsonl").unlink(missing_ok=True)
     missing = [
         b
         for b in (
@@ -473,17 +436,21 @@ def up(detach: bool, with_letta: bool = True, real_node: bool | None = None) -> 
         t.start()
     for t in threads:
         t.join()
-    if not errors and with_letta:
-        # voicefleet's own processes need the cluster, LiveKit and Letta.
+    if not errors:
+        # voicefleet's own processes need the cluster and LiveKit; the gateway (and the
+        # workers' relay to Letta) need Letta too. Without Letta the operator still owns
+        # WEBHOOK_URL and makes rooms and worker pods; the workers cannot reach an agent.
         chain(
             [
-                *([node.letta_relay_part(ctx, layout)] if layout is not None else []),
+                *(
+                    [node.letta_relay_part(ctx, layout)]
+                    if layout is not None and with_letta
+                    else []
+                ),
                 components.operator_part(ctx, cp, _project_python(), containers),
-                components.gateway_part(ctx, cp, _project_python()),
+                *([components.gateway_part(ctx, cp, _project_python())] if with_letta else []),
             ]
         )
-    elif not errors:
-        chain([webhook_part(ctx)])
     if errors:
         say(f"FAILED: {errors[0]}")
         say("stopping everything that was started")
@@ -518,18 +485,15 @@ def _print_summary(
     with_node: bool,
     containers: components.ContainerWorkers | None = None,
 ) -> None:
+    operator_line = (
+        f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
+    )
     if with_letta:
-        operator_line = (
-            f"running as ServiceAccount voicefleet-operator; webhooks {ctx.values['WEBHOOK_URL']}"
-        )
         gateway_line = (
             f"open http://127.0.0.1:{ctx.ports['gateway']}/#token={ctx.values['GATEWAY_TOKEN']}"
             "   (the token stays in the URL fragment, never in a server log)"
         )
     else:
-        operator_line = (
-            "not started (--without-letta); a stopgap receiver records verified webhooks"
-        )
         gateway_line = "not started (--without-letta)"
     node_line = (
         f"{node.NODE_NAME}: kubelet + containerd + runc (taint {node.NODE_KIND_LABEL}={node.NODE_KIND})"
