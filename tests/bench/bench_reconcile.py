@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +151,24 @@ class Api:
             return await resp.text()
 
 
+def samples(metrics: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """(labels, value) of each sample of the metric `name` in a /metrics text."""
+    for line in metrics.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            head, _, value = line.rpartition(" ")
+            yield dict(METRIC_LABEL.findall(head[len(name) :])), float(value)
+
+
 def writes_of(metrics: str) -> Counter[str]:
     """The API server's writes so far ("POST pods/binding": count)."""
     counts: Counter[str] = Counter()
-    for line in metrics.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(METRIC_LABEL.findall(line))
+    for labels, value in samples(metrics, "apiserver_request_total"):
         if labels.get("verb") in READ_VERBS:
             continue
         resource = labels.get("resource", "")
         if labels.get("subresource"):
             resource += "/" + labels["subresource"]
-        counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+        counts[f"{labels.get('verb')} {resource}"] += int(value)
     return counts
 
 
@@ -172,14 +177,10 @@ def flow_control_of(metrics: str) -> dict[tuple[str, str], float]:
     "rejected") → value. Requests that ran, the seconds they waited in its queues, and the
     requests it refused (429)."""
     out: dict[tuple[str, str], float] = defaultdict(float)
-    for line in metrics.splitlines():
-        for prefix, what in APF_SERIES:
-            if line.startswith(prefix + "{"):
-                labels = dict(METRIC_LABEL.findall(line))
-                if what != "rejected" and labels.get("execute") != "true":
-                    break
-                out[(labels.get("flow_schema", ""), what)] += float(line.rsplit(" ", 1)[1])
-                break
+    for name, what in APF_SERIES:
+        for labels, value in samples(metrics, name):
+            if what == "rejected" or labels.get("execute") == "true":
+                out[(labels.get("flow_schema", ""), what)] += value
     return out
 
 
@@ -604,13 +605,6 @@ async def operator_phase(
     return burst, rss
 
 
-OPERATOR_COUNTS = re.compile(
-    r"^voicefleet_(reconcile_seconds|api_request_seconds)_(count|sum)(?:\{([^}]*)\})? "
-    r"([0-9.e+-]+)$",
-    re.M,
-)
-
-
 async def operator_counts(url: str | None) -> dict[str, float]:
     """The operator's reconcile passes and its calls by target and call, from its /metrics:
     "<what>" → how many, "<what> s" → their seconds in all."""
@@ -622,14 +616,15 @@ async def operator_counts(url: str | None) -> dict[str, float]:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return str(resp.read().decode())
 
-    for what, kind, labels, value in OPERATOR_COUNTS.findall(await asyncio.to_thread(scrape)):
-        got = dict(METRIC_LABEL.findall(labels))
-        name = (
-            "reconcile passes" if what == "reconcile_seconds" else f"{got['target']} {got['call']}"
-        )
-        result = got.get("result", "ok")
-        name = name if result == "ok" else f"{name} ({result})"
-        counts[name if kind == "count" else f"{name} s"] += float(value)
+    metrics = await asyncio.to_thread(scrape)
+    for kind, suffix in (("count", ""), ("sum", " s")):
+        for _, value in samples(metrics, f"voicefleet_reconcile_seconds_{kind}"):
+            counts["reconcile passes" + suffix] += value
+        for labels, value in samples(metrics, f"voicefleet_api_request_seconds_{kind}"):
+            name = f"{labels['target']} {labels['call']}"
+            if labels.get("result", "ok") != "ok":
+                name += f" ({labels['result']})"
+            counts[name + suffix] += value
     return counts
 
 
