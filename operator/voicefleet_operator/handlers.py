@@ -80,9 +80,8 @@ def _wake(memo: Any, key: str, *, urgent: bool = False) -> None:
         event.set()
 
 
-@kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    cfg: Settings = memo.settings
+def configure_kopf(settings: kopf.OperatorSettings, cfg: Settings) -> None:
+    """kopf's settings for this operator (pure: tested on a fresh `kopf.OperatorSettings`)."""
     settings.persistence.finalizer = n.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=n.KOPF_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -90,6 +89,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
+    # Only this operator's pods on the pod watch, chosen by the API server: the handlers'
+    # `labels=` filter is kopf's, applied after every pod event of the namespace has been
+    # sent, decoded and queued here (any other workload's pods, at its pace, on this CPU).
+    settings.watching.label_selectors["", "v1", "pods"] = n.WORKERS_SELECTOR
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     # No cluster-wide CRD/namespace scanning: the served namespace is fixed (least privilege).
@@ -102,6 +105,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.reporting_component = n.MANAGER
     settings.posting.worker_limit = cfg.event_posters  # kopf's own Events (handler errors)
     settings.background.cancellation_polling = 5
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg: Settings = memo.settings
+    configure_kopf(settings, cfg)
 
     metrics = Metrics()
     kube = await KubeClient.connect(max_inflight=cfg.api_max_inflight)

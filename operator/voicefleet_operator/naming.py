@@ -100,9 +100,13 @@ def worker_labels(session: str | None = None, connection: int | None = None) -> 
     return labels
 
 
+WORKERS_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+"""Label selector of every pod this operator made (workers of sessions and of the pool)."""
+
+
 def session_selector(session: str) -> str:
     """Label selector of every worker pod bound to `session`, whatever the connection."""
-    return f"{LABEL_MANAGED_BY}={MANAGER},{LABEL_SESSION}={session}"
+    return f"{WORKERS_SELECTOR},{LABEL_SESSION}={session}"
 
 
 def session_key(namespace: str, name: str) -> str:
