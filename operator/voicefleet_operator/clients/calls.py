@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
+K = TypeVar("K")
 T = TypeVar("T")
 CallObserver = Callable[[str, float, bool], None]  # (call, seconds, succeeded)
 
@@ -104,24 +105,28 @@ async def timed_slot(
         slots.release()
 
 
-class SharedFresh(Generic[T]):
+class SharedFresh(Generic[K, T]):
     """One call serves every caller that asked while it was waiting to start.
 
-    `get()` answers with the result of a call that started after `get()` was called (so never
-    an answer older than the question), and callers that ask while a call runs share the next
-    one: with N sessions wanting the same listing at once, one call goes out, not N, and at
-    most one runs at a time. An error reaches every caller of that call.
+    `get(key)` answers with the result of a call that started after `get()` was called (so
+    never an answer older than the question) and that asked about `key`; callers that ask
+    while a call runs share the next one, which asks about all their keys at once: with N
+    sessions wanting the same kind of answer at once, one call goes out, not N, at most one
+    runs at a time, and it asks only about what its callers asked. An error reaches every
+    caller of that call.
     """
 
-    def __init__(self, fetch: Callable[[], Awaitable[T]]) -> None:
+    def __init__(self, fetch: Callable[[frozenset[K]], Awaitable[T]]) -> None:
         self._fetch = fetch
         self._next: asyncio.Future[T] | None = None
+        self._keys: set[K] = set()  # what the callers of the next call asked about
         self._runner: asyncio.Task[None] | None = None
         self.calls = 0  # calls made (for tests and metrics)
 
-    async def get(self) -> T:
+    async def get(self, key: K) -> T:
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
+        self._keys.add(key)
         future = self._next
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
@@ -130,9 +135,10 @@ class SharedFresh(Generic[T]):
     async def _run(self) -> None:
         while self._next is not None:
             future, self._next = self._next, None
+            keys, self._keys = frozenset(self._keys), set()
             self.calls += 1
             try:
-                result = await self._fetch()
+                result = await self._fetch(keys)
             except asyncio.CancelledError:
                 future.cancel()
                 if self._next is not None:

@@ -7,10 +7,12 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 import signal
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,9 @@ from typing import Any
 import pytest
 from livekit import api, rtc
 from opit import Kube, OperatorProcess
+
+from voicefleet_operator.clients.livekit import LiveKitClient
+from voicefleet_operator.manifests import RoomRequest
 
 pytestmark = pytest.mark.integration
 
@@ -559,6 +564,46 @@ async def test_livekit_briefly_down_is_reported_then_recovers(
     after = status(kube, session_name)["connection"]
     assert (after["room"], after["pod"]) == (conn["room"], conn["pod"])
     assert await room_exists(stack_env, conn["room"])
+
+
+async def test_a_room_check_tells_absent_empty_and_occupied_rooms_apart(
+    stack_env: dict[str, str],
+) -> None:
+    """The operator's LiveKit client on the real server: ListParticipants answers an empty
+    list for a room that does not exist, so an empty answer must ask whether the room is
+    there (one ListRooms naming only the rooms asked about at about the same time)."""
+    client = LiveKitClient(
+        stack_env["LIVEKIT_URL"].replace("ws://", "http://"),
+        stack_env["LIVEKIT_API_KEY"],
+        stack_env["LIVEKIT_API_SECRET"],
+    )
+    calls: Counter[str] = Counter()
+    client.observe = lambda call, _seconds, _ok: calls.update([call])
+    prefix = f"vf-it-check-{secrets.token_hex(3)}"
+    present = [f"{prefix}-empty-{i}" for i in range(20)]
+    absent = [f"{prefix}-absent-{i}" for i in range(20)]
+    busy, unasked = f"{prefix}-busy", f"{prefix}-unasked"
+    try:
+        for room in [*present, busy, unasked]:
+            await client.create_room(RoomRequest(room, 120, 30, ""))
+        async with participant(stack_env, busy, "alice"):
+            names = [*present, *absent, busy]
+            views = await asyncio.gather(*(client.observe_room(r, False) for r in names))
+            seen = dict(zip(names, views, strict=True))
+            lists = calls["list_rooms"]
+        assert all(seen[r].exists and seen[r].participants == () for r in present)
+        assert not any(seen[r].exists for r in absent)
+        assert seen[busy].exists
+        assert [p.identity for p in seen[busy].participants] == ["alice"]
+        # 40 empty answers, far fewer listings: shared by the checks that asked together
+        assert 1 <= lists < len(present) + len(absent)
+        # and a listing names its rooms: the rooms of other sessions are not in its answer
+        assert await client.existing_rooms(frozenset([present[0], absent[0]])) == {present[0]}
+        assert unasked not in await client.existing_rooms(frozenset(present))
+    finally:
+        for room in [*present, busy, unasked]:
+            await client.delete_room(room)
+        await client.aclose()
 
 
 # -- rule 5: metrics --------------------------------------------------------------------------------------

@@ -96,12 +96,14 @@ class Listing:
         self.started = 0
         self.starts: asyncio.Queue[int] = asyncio.Queue()
         self.release: asyncio.Queue[int | Exception] = asyncio.Queue()
+        self.asked: list[frozenset[str]] = []  # the keys each call asked about
 
     async def next_start(self) -> int:
         """Wait until the next call starts; its number (1, 2, ...)."""
         return await asyncio.wait_for(self.starts.get(), 1.0)
 
-    async def __call__(self) -> int:
+    async def __call__(self, keys: frozenset[str]) -> int:
+        self.asked.append(keys)
         self.started += 1
         self.starts.put_nowait(self.started)
         answer = await self.release.get()
@@ -113,20 +115,21 @@ class Listing:
 async def test_callers_that_ask_together_share_one_call() -> None:
     listing = Listing()
     shared = SharedFresh(listing)
-    waiting = [asyncio.create_task(shared.get()) for _ in range(50)]
+    waiting = [asyncio.create_task(shared.get(f"room-{i}")) for i in range(50)]
     assert await listing.next_start() == 1
     await listing.release.put(7)
     assert await asyncio.gather(*waiting) == [7] * 50
     assert shared.calls == 1
+    assert listing.asked == [frozenset(f"room-{i}" for i in range(50))]
 
 
 async def test_an_answer_is_never_older_than_the_question() -> None:
     listing = Listing()
     shared = SharedFresh(listing)
-    early = asyncio.create_task(shared.get())
+    early = asyncio.create_task(shared.get("a"))
     assert await listing.next_start() == 1
     # These ask while call 1 runs: call 1 may have read the world before they asked.
-    late = [asyncio.create_task(shared.get()) for _ in range(3)]
+    late = [asyncio.create_task(shared.get(key)) for key in ("b", "c", "a")]
     await asyncio.sleep(0)
     await listing.release.put(1)
     assert await early == 1
@@ -134,26 +137,32 @@ async def test_an_answer_is_never_older_than_the_question() -> None:
     await listing.release.put(2)
     assert await asyncio.gather(*late) == [2, 2, 2]
     assert shared.calls == 2
+    # each call asked about what its own callers asked, nothing else
+    assert listing.asked == [frozenset("a"), frozenset("abc")]
 
 
 async def test_an_error_reaches_the_callers_of_that_call_and_the_next_call_is_fresh() -> None:
     listing = Listing()
     shared = SharedFresh(listing)
-    waiting = [asyncio.create_task(shared.get()) for _ in range(2)]
+    waiting = [asyncio.create_task(shared.get(key)) for key in ("a", "b")]
     assert await listing.next_start() == 1
     await listing.release.put(LiveKitUnavailable("listing rooms: down"))
     for result in await asyncio.gather(*waiting, return_exceptions=True):
         assert isinstance(result, LiveKitUnavailable)
-    again = asyncio.create_task(shared.get())
+    again = asyncio.create_task(shared.get("c"))
     assert await listing.next_start() == 2
     await listing.release.put(3)
     assert await again == 3
+    assert listing.asked == [
+        frozenset("ab"),
+        frozenset("c"),
+    ]  # a failed call's keys are not asked again
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_call_the_others_wait_for() -> None:
     listing = Listing()
     shared = SharedFresh(listing)
-    leaving, staying = asyncio.create_task(shared.get()), asyncio.create_task(shared.get())
+    leaving, staying = asyncio.create_task(shared.get("a")), asyncio.create_task(shared.get("b"))
     assert await listing.next_start() == 1
     leaving.cancel()
     await listing.release.put(5)
