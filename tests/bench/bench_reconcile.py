@@ -72,6 +72,7 @@ KWOK_NODE_SELECTOR = json.dumps({"type": "kwok"})
 JOIN_TIMEOUT_SECONDS = 3600  # nobody joins: the connections must outlive the benchmark
 PROGRESS_SECONDS = 2.0
 PEERING_SETTLE_SECONDS = 5.0  # the stack's operator sees the higher-priority peer and pauses
+STEADY_SECONDS = 20.0  # after the burst: N live sessions and nothing else (their room checks)
 RSS_SETTLE_SECONDS = 5.0  # pods turn Ready after binding; the operator reacts (dispatch)
 CLEANUP_TIMEOUT = 600.0
 RETRIES_429 = 30
@@ -318,6 +319,9 @@ class Burst:
         self.writes: dict[str, int] = {}
         self.cpu_s: dict[str, float] = {}
         self.operator_work: dict[str, dict[str, float]] = {}  # see operator_work()
+        # N live sessions after the burst: CPU s per s by process, the operator's calls
+        self.steady_cpu: dict[str, float] = {}
+        self.steady_work: dict[str, dict[str, float]] = {}
         self.flow_control: dict[str, dict[str, float]] = {}  # see flow_control()
 
     def see(self, key: str, bound: bool, at: float) -> None:
@@ -389,7 +393,7 @@ async def run_burst(
     try:
         await asyncio.wait_for(ready.wait(), 30)
         metrics_before = await api.metrics()
-        cpu_before = {name: cpu_seconds(pid) for name, pid in api.pids.items()}
+        cpu_before = cpu_by_process(api.pids)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(key: str) -> None:
@@ -422,7 +426,7 @@ async def run_burst(
                     f"bound {len(burst.bound)}/{len(burst.keys)}"
                 )
         burst.cpu_s = {
-            name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in api.pids.items()
+            name: round(spent, 1) for name, spent in cpu_by_process(api.pids, cpu_before).items()
         }
         metrics_after = await api.metrics()
         burst.writes = dict((writes_of(metrics_after) - writes_of(metrics_before)).most_common())
@@ -602,6 +606,16 @@ async def operator_phase(
             counts_after = await operator_counts(operator_metrics)
             burst.operator_work = operator_work(counts_before, counts_after, n)
             log(f"reconcile: operator RSS {rss['rss_mb']:.0f} MB with {n} live sessions")
+            log(f"reconcile: {n} live sessions, nothing else, for {STEADY_SECONDS:.0f} s")
+            cpu_before = cpu_by_process(api.pids)
+            await asyncio.sleep(STEADY_SECONDS)
+            burst.steady_cpu = {
+                name: round(spent / STEADY_SECONDS, 3)
+                for name, spent in cpu_by_process(api.pids, cpu_before).items()
+            }
+            burst.steady_work = operator_work(
+                counts_after, await operator_counts(operator_metrics), n
+            )
     finally:
         await delete_all(api, sessions, selector, "VoiceSessions")
         await wait_gone(
@@ -736,6 +750,13 @@ async def measure(
             # the operator's reconcile passes and calls per session (and their mean time),
             # in the burst and the 5 s after it
             "operator_work": rec.operator_work,
+            # then N live sessions for STEADY_SECONDS, nothing else happening: CPU seconds per
+            # second by process, and the operator's calls per session in that window
+            "steady_seconds": STEADY_SECONDS,
+            "steady_cpu_per_s_by_process": dict(
+                sorted(rec.steady_cpu.items(), key=lambda kv: -kv[1])
+            ),
+            "steady_operator_work": rec.steady_work,
             # create → bound in legs: the create's answer, its pod on the watch, bound
             "latency_legs_ms": {leg: rf[leg] for leg in LEGS if leg in rf},
             "floor_latency_legs_ms": {leg: ff[leg] for leg in LEGS if leg in ff},
@@ -743,6 +764,11 @@ async def measure(
         },
         "kubernetes": version.get("gitVersion", ""),
     }
+
+
+def cpu_by_process(pids: dict[str, int], since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds of each process: used so far, or since `since` (an earlier reading)."""
+    return {name: cpu_seconds(pid) - (since or {}).get(name, 0.0) for name, pid in pids.items()}
 
 
 def per_item(writes: dict[str, int], n: int) -> dict[str, float]:
@@ -835,6 +861,15 @@ def table(rec: dict[str, Any]) -> str:
         *(
             (f"  {what}", f"{work['per_session']:.2f} ({work['mean_ms']:.0f})", "", "")
             for what, work in (rec.get("operator_work") or {}).items()
+        ),
+        (f"N live sessions, {rec.get('steady_seconds', 0):g} s after: CPU s/s", "", "", ""),
+        *(
+            (f"  {name}", f"{cpu:.3f}", "", "")
+            for name, cpu in list((rec.get("steady_cpu_per_s_by_process") or {}).items())[:4]
+        ),
+        *(
+            (f"  operator: {what} per session", f"{work['per_session']:.2f}", "", "")
+            for what, work in (rec.get("steady_operator_work") or {}).items()
         ),
         ("operator RSS, N live (MB)", f"{rec['operator_rss_mb']:.0f}", "", "<= 300"),
         (

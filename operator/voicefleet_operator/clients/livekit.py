@@ -22,6 +22,7 @@ REQUEST_TIMEOUT = 5.0
 # On a connection's critical path: these go before other calls waiting for a slot.
 PRIORITIES = {"create_room": Priority.URGENT, "create_dispatch": Priority.URGENT}
 DEFAULT_MAX_INFLIGHT = 48
+NAMED_ROOMS_MAX = 8  # a room check names up to this many rooms, else lists every room
 T = TypeVar("T")
 
 
@@ -74,26 +75,29 @@ class LiveKitClient:
             raise LiveKitUnavailable(f"{what}: {type(exc).__name__}") from exc
 
     async def existing_rooms(self, names: frozenset[str]) -> frozenset[str]:
-        """Which of `names` LiveKit has, in one ListRooms that names them (an empty list of
-        names would list every room)."""
+        """Which of `names` LiveKit has, in one ListRooms: naming them when they are few.
+
+        LiveKit matches named rooms by walking every room and, for each, the list of names
+        (rooms times names): at 1,000 rooms a listing that names one room cost it 0.8 ms of CPU,
+        10 rooms 1.6 ms, 50 rooms 4.6 ms, 200 rooms 22.8 ms, and one of every room 1.8 ms.
+        """
         if not names:
             return frozenset()
+        named = sorted(names) if len(names) <= NAMED_ROOMS_MAX else []
         rooms = await self._call(
             "list_rooms",
             "listing rooms",
-            self._api.room.list_rooms(api.ListRoomsRequest(names=sorted(names))),
+            self._api.room.list_rooms(api.ListRoomsRequest(names=named)),
         )
-        return frozenset(r.name for r in rooms.rooms)
+        return frozenset(r.name for r in rooms.rooms if r.name in names)
 
     async def observe_room(self, room: str, dispatches_if_no_agent: bool) -> RoomView:
         """The room's participants; its dispatches too when asked and no agent is in it.
 
         ListParticipants cannot tell an empty room from none (it answers an empty list for a
-        room that does not exist), so an empty answer asks ListRooms too: one call shared
-        by every session that asks at about the same time (`SharedFresh`: never older than
-        the question), naming only their rooms. A listing of every room per check cost
-        LiveKit ~4 ms of CPU at 1,000 rooms (one named room: ~1.5 ms), and each of 1,000
-        sessions checks its room every `room_check_seconds`.
+        room that does not exist), so an empty answer (and only that) asks ListRooms too:
+        one call shared by every session that asks at about the same time (`SharedFresh`:
+        never older than the question; see `existing_rooms` for what it lists).
         """
         try:
             resp = await self._call(
