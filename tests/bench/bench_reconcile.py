@@ -72,7 +72,7 @@ KWOK_NODE_SELECTOR = json.dumps({"type": "kwok"})
 JOIN_TIMEOUT_SECONDS = 3600  # nobody joins: the connections must outlive the benchmark
 PROGRESS_SECONDS = 2.0
 PEERING_SETTLE_SECONDS = 5.0  # the stack's operator sees the higher-priority peer and pauses
-STEADY_SECONDS = 20.0  # after the burst: N live sessions and nothing else (their room checks)
+STEADY_SECONDS = 20.0  # after the burst: N live sessions, no new work (tests/bench/README.md)
 RSS_SETTLE_SECONDS = 5.0  # pods turn Ready after binding; the operator reacts (dispatch)
 CLEANUP_TIMEOUT = 600.0
 RETRIES_429 = 30
@@ -606,7 +606,7 @@ async def operator_phase(
             counts_after = await operator_counts(operator_metrics)
             burst.operator_work = operator_work(counts_before, counts_after, n)
             log(f"reconcile: operator RSS {rss['rss_mb']:.0f} MB with {n} live sessions")
-            log(f"reconcile: {n} live sessions, nothing else, for {STEADY_SECONDS:.0f} s")
+            log(f"reconcile: {n} live sessions, no new work, for {STEADY_SECONDS:.0f} s")
             cpu_before = cpu_by_process(api.pids)
             await asyncio.sleep(STEADY_SECONDS)
             burst.steady_cpu = {
@@ -750,7 +750,7 @@ async def measure(
             # the operator's reconcile passes and calls per session (and their mean time),
             # in the burst and the 5 s after it
             "operator_work": rec.operator_work,
-            # then N live sessions for STEADY_SECONDS, nothing else happening: CPU seconds per
+            # then N live sessions for STEADY_SECONDS with no new work: CPU seconds per
             # second by process, and the operator's calls per session in that window
             "steady_seconds": STEADY_SECONDS,
             "steady_cpu_per_s_by_process": dict(
